@@ -1,0 +1,54 @@
+"""Render a policy's episode to mp4 (MuJoCo offscreen: MUJOCO_GL=egl or osmesa; imageio-ffmpeg).
+
+Shadows, reflections and multisample anti-aliasing are off by default: on a CPU renderer they cost
+~10x (about 6 vs 65 frames/s at 480x480 here) for little visible difference.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import imageio.v2 as imageio  # noqa: E402
+import mujoco  # noqa: E402
+
+from common.envs import gym_make  # noqa: E402
+
+
+def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, path: str | os.PathLike, seed: int = 0,
+                   max_steps: int = 1000, width: int = 480, height: int = 480, fps: int | None = None,
+                   fast: bool = True) -> dict:
+    """Runs one deterministic episode, writes it to `path` (.mp4), returns {'return', 'length', 'frames'}."""
+    env = gym_make(env_id, render_mode="rgb_array", width=width, height=height)
+    try:
+        model = env.unwrapped.model
+        if fast:
+            model.vis.quality.offsamples = 0  # read when the GL context is made, i.e. at the first render
+        obs, _ = env.reset(seed=seed)
+        if fast:
+            viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+            viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        fps = fps or int(round(env.metadata.get("render_fps", 30)))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        total, length = 0.0, 0
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
+            writer.append_data(env.render())
+            for _ in range(max_steps):
+                action = np.asarray(policy(obs[None].astype(np.float32)))[0]
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                length += 1
+                writer.append_data(env.render())
+                if terminated or truncated:
+                    break
+        os.replace(tmp, path)
+        return {"return": total, "length": length, "frames": length + 1}
+    finally:
+        env.close()

@@ -1,0 +1,110 @@
+"""Checkpoint files, evaluation determinism, seeding, and rendered video."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from common.evaluation import evaluate
+from common.utils import seed_everything
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    payload = {"algo": "toy", "kind": "agent", "step": 7, "net": net.state_dict(), "alpha": 0.25,
+               "rng": torch.get_rng_state(), "nested": {"a": [1, 2.5, "x"], "b": None}}
+    path = save_checkpoint(tmp_path / "ck" / "x.pt", payload)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.pt"]  # no temporary file left
+    loaded = load_checkpoint(path, algo="toy", kind="agent")
+    assert loaded["step"] == 7 and loaded["alpha"] == 0.25 and loaded["nested"] == payload["nested"]
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded["net"][key], value)
+    with pytest.raises(CheckpointError, match="is a 'toy' checkpoint, expected 'spot'"):
+        load_checkpoint(path, algo="spot")
+    with pytest.raises(CheckpointError, match="expected 'vae'"):
+        load_checkpoint(path, kind="vae")
+
+
+def test_truncated_foreign_and_unsafe_checkpoints(tmp_path):
+    path = save_checkpoint(tmp_path / "x.pt", {"algo": "toy", "w": torch.randn(1000)})
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this repository"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "text.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "offline-to-online-checkpoint/1", "x": _Boom()}, path)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+    assert pickle  # the payload above is a pickle exploit only weights_only=True blocks
+
+
+def test_evaluation_is_deterministic_and_batched():
+    calls = []
+
+    def policy(obs):
+        calls.append(obs.shape)
+        return np.tanh(obs[:, :3] * 0.5)
+
+    a = evaluate(policy, "Hopper-v4", episodes=4, seed=11)
+    n_calls = len(calls)
+    b = evaluate(policy, "Hopper-v4", episodes=4, seed=11)
+    c = evaluate(policy, "Hopper-v4", episodes=4, seed=12)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    assert not np.array_equal(a.returns, c.returns)
+    assert calls[0] == (4, 11) and n_calls == a.lengths.max()  # one batched call per step
+    assert a.return_mean == pytest.approx(a.returns.mean()) and a.return_std == pytest.approx(a.returns.std())
+    expected = 100 * (a.returns + 20.272305) / (3234.3 + 20.272305)
+    np.testing.assert_allclose(a.normalized_scores, expected)
+    m = a.metrics()
+    assert set(m) == {"eval/return_mean", "eval/return_std", "eval/normalized_score", "eval/normalized_score_std"}
+    assert m["eval/normalized_score"] == pytest.approx(expected.mean())
+
+
+def test_seed_everything_repeats_torch_and_numpy():
+    seed_everything(5)
+    a = (torch.rand(3), np.random.rand(3))
+    seed_everything(5)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_rendered_video_decodes_to_frames_of_expected_size(tmp_path):
+    imageio = pytest.importorskip("imageio.v3")
+    from common.video import render_episode
+
+    out = tmp_path / "video" / "ep.mp4"
+    info = render_episode(lambda obs: np.zeros((1, 6), np.float32), "HalfCheetah-v4", out, seed=0,
+                          max_steps=30, width=160, height=128)
+    assert info["length"] == 30 and info["frames"] == 31
+    frames = imageio.imread(out, plugin="pyav") if _has_pyav() else imageio.imread(out)
+    assert frames.shape == (31, 128, 160, 3)
+    assert frames.std() > 5  # an actual picture, not a blank frame
+    assert [p.name for p in out.parent.iterdir()] == ["ep.mp4"]
+
+
+def _has_pyav() -> bool:
+    try:
+        import av  # noqa: F401
+        return True
+    except ImportError:
+        return False

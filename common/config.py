@@ -22,6 +22,11 @@ class ConfigError(ValueError):
     pass
 
 
+# Written into a run's config.yaml as a record of the run, not settings: ignored when that file is
+# passed back with --config.
+RECORD_KEYS = ("algo", "phase", "offline_checkpoint")
+
+
 @dataclasses.dataclass
 class BaseConfig:
     """Keys shared by every training script (tools such as plots and sweeps rely on these names)."""
@@ -199,7 +204,7 @@ def parse_config(cls: type, argv: Sequence[str] | None, description: str = "",
     args, rest = parser.parse_known_args(argv)
     values: dict[str, Any] = dict(base or {})
     if args.config:
-        file_values = load_yaml(args.config)
+        file_values = {k: v for k, v in load_yaml(args.config).items() if k not in RECORD_KEYS}
         for key in file_values:
             if key not in set(field_names(cls)):
                 raise _unknown_key_error(cls, key, f"in {args.config}")

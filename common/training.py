@@ -95,7 +95,8 @@ def start_run(cfg: BaseConfig, algo: str, phase: str, run_dir: Path | None = Non
                 "rerun with the same settings to resume, or choose another --run_dir")
         print(f"resuming {run_dir} from step {resume['step']} ({last})")
     cfg.run_dir = str(run_dir)
-    save_config(cfg, run_dir / "config.yaml", extra={"env": env_id, **(extra_config or {})})
+    save_config(cfg, run_dir / "config.yaml",
+                extra={"env": env_id, "algo": algo, "phase": phase, **(extra_config or {})})
     return Run(cfg, algo, phase, run_dir, device, dataset, env_id, max_action, resume)
 
 

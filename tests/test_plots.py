@@ -1,0 +1,91 @@
+"""Learning-curve plots and the results table, from synthetic run folders with known values."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from common import plots
+
+
+def make_trial(root: Path, algo: str, dataset: str, seed: int, offline_scores, online_scores, weight_key=None,
+               weights=None, offline_steps=100, online_step=50):
+    off, on = root / algo / dataset / f"seed{seed}" / "offline", root / algo / dataset / f"seed{seed}" / "online"
+    for folder in (off, on):
+        folder.mkdir(parents=True)
+    (off / "config.yaml").write_text(yaml.safe_dump(
+        {"algo": algo, "phase": "offline", "dataset": dataset, "seed": seed, "offline_steps": offline_steps}))
+    (on / "config.yaml").write_text(yaml.safe_dump(
+        {"algo": algo, "phase": "online", "dataset": dataset, "seed": seed, "offline_steps": offline_steps,
+         "offline_checkpoint": str(off / "checkpoints" / "offline.pt")}))
+    k = len(offline_scores)
+    with open(off / "metrics.jsonl", "w") as f:
+        for i, s in enumerate(offline_scores):
+            f.write(json.dumps({"phase": "offline", "step": (i + 1) * offline_steps // k, "train/x": 1.0,
+                                plots.SCORE: s}) + "\n")
+    with open(on / "metrics.jsonl", "w") as f:
+        for i, s in enumerate(online_scores):
+            record = {"phase": "online", "step": i * online_step, plots.SCORE: s}
+            if weight_key:
+                record[weight_key] = weights[i]
+            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({"phase": "online", "step": i * online_step + 7, "online/episode_return": 1.0}) + "\n")
+    return off, on
+
+
+@pytest.fixture
+def runs(tmp_path):
+    dirs = []
+    dirs += make_trial(tmp_path, "adaptive_bc", "hopper", 0, [10, 20], [20, 30, 40], "train/alpha", [0.4, 0.3, 0.2])
+    dirs += make_trial(tmp_path, "adaptive_bc", "hopper", 1, [30, 40], [40, 50, 80], "train/alpha", [0.4, 0.1, 0.0])
+    dirs += make_trial(tmp_path, "spot", "hopper", 0, [5, 15], [15, 25, 35], "train/lambda", [0.1, 0.06, 0.02])
+    return dirs
+
+
+def test_trials_join_phases_on_one_axis(runs):
+    trials = plots.load_trials(runs)
+    assert len(trials) == 3
+    t = next(t for t in trials if t.algo == "adaptive_bc" and t.seed == 1)
+    x, y = t.series(plots.SCORE)
+    np.testing.assert_array_equal(x, [50, 100, 100, 150, 200])  # online steps shifted by offline_steps
+    np.testing.assert_array_equal(y, [30, 40, 40, 50, 80])
+    assert (t.final("offline"), t.final("online")) == (40.0, 80.0)
+
+
+def test_aggregate_means_and_band(runs):
+    curves = plots.aggregate(plots.load_trials(runs))
+    c = curves[("adaptive_bc", "hopper")]
+    np.testing.assert_array_equal(c["x"], [50, 100, 150, 200])
+    np.testing.assert_allclose(c["mean"], [20, 30, 40, 60])  # step 100: offline final = online step 0
+    assert np.all(c["lo"] <= c["mean"]) and np.all(c["mean"] <= c["hi"])
+    np.testing.assert_allclose(c["lo"][-1], 40) and np.testing.assert_allclose(c["hi"][-1], 80)
+    assert c["n"] == 2 and c["switch"] == 100
+    alpha = plots.aggregate(plots.load_trials(runs), "train/alpha")[("adaptive_bc", "hopper")]
+    np.testing.assert_allclose(alpha["mean"], [0.4, 0.2, 0.1])
+
+
+def test_plot_draws_the_aggregated_data(runs, tmp_path):
+    out = tmp_path / "curves.png"
+    fig = plots.plot(plots.load_trials(runs), out)
+    assert out.stat().st_size > 10_000
+    top, bottom = fig.axes[0], fig.axes[1]
+    lines = {line.get_label(): line for line in top.lines}
+    np.testing.assert_allclose(lines["adaptive_bc (n=2)"].get_ydata(), [20, 30, 40, 60])
+    np.testing.assert_allclose(lines["spot (n=1)"].get_ydata(), [5, 15, 25, 35])
+    switch = [line for line in top.lines if line.get_linestyle() == "--"]
+    assert switch and switch[0].get_xdata()[0] == 100
+    weights = {line.get_label(): line for line in bottom.lines}
+    np.testing.assert_allclose(weights["spot λ"].get_ydata(), [0.1, 0.06, 0.02])
+    np.testing.assert_allclose(weights["adaptive_bc α"].get_xdata(), [100, 150, 200])
+
+
+def test_results_table_final_not_best(runs, tmp_path):
+    table = plots.results_table(plots.load_trials(runs))
+    assert "| adaptive_bc | hopper | 2 | 30.0 ± 10.0 | 60.0 ± 20.0 |" in table
+    assert "| spot | hopper | 1 | 15.0 ± 0.0 | 35.0 ± 0.0 |" in table
+    assert "not the best" in table
+    plots.main([str(p) for p in runs] + ["--table", str(tmp_path / "t.md"), "--out", str(tmp_path / "c.png")])
+    assert (tmp_path / "t.md").read_text() == table

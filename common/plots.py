@@ -31,9 +31,11 @@ class Trial:
     algo: str
     dataset: str
     seed: int
-    offline_steps: int  # where the online phase starts on the shared axis
+    offline_steps: int  # where the online phase starts on the shared axis: the last offline step logged
     offline: list[dict]
     online: list[dict]
+    offline_dir: Path | None = None
+    online_dir: Path | None = None
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(x on the shared axis, values) of every record holding `key`, offline then online."""
@@ -60,28 +62,33 @@ def _read_run(run_dir: Path) -> tuple[dict, list[dict]]:
 def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     """Joins the given offline and online run folders into trials (an online run finds its offline one)."""
     offline: dict[Path, tuple[dict, list]] = {}
-    online: list[tuple[dict, list]] = []
+    online: list[tuple[Path, dict, list]] = []
     for run_dir in map(Path, run_dirs):
         config, records = _read_run(run_dir)
         if config.get("phase") == "online":
-            online.append((config, records))
+            online.append((run_dir.resolve(), config, records))
         else:
             offline[run_dir.resolve()] = (config, records)
     trials = []
     joined = set()
-    for config, records in online:
+    for run_dir, config, records in online:
         source = Path(config["offline_checkpoint"]).resolve().parent.parent
         if source not in offline and (source / "metrics.jsonl").is_file():
             offline[source] = _read_run(source)
-        off_config, off_records = offline.get(source, (config, []))
+        _, off_records = offline.get(source, (config, []))
         joined.add(source)
-        trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]),
-                            int(off_config.get("offline_steps", 0)) if off_records else 0, off_records, records))
+        trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(off_records),
+                            off_records, records, source if off_records else None, run_dir))
     for path, (config, records) in offline.items():
         if path not in joined:
-            trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]),
-                                int(config.get("offline_steps", 0)), records, []))
+            trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(records),
+                                records, [], path, None))
     return trials
+
+
+def _last_step(records: list[dict]) -> int:
+    """Offline steps span every stage (spot's VAE stage included), so the switch is the last one logged."""
+    return max((int(r["step"]) for r in records), default=0)
 
 
 def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0):

@@ -101,11 +101,13 @@ def start_run(cfg: BaseConfig, algo: str, phase: str, run_dir: Path | None = Non
 
 
 class _MeanTracker:
-    """Means of the update metrics since the last evaluation; raises on a non-finite value."""
+    """Means of the update metrics since the last evaluation; raises on a non-finite value.
+
+    Each metric is averaged over the updates that returned it (actor metrics come every policy_delay)."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, float], step: int, stage: str) -> None:
         for key, value in metrics.items():
@@ -114,17 +116,17 @@ class _MeanTracker:
                     f"{key} became {value} at {stage} step {step}: training diverged. The checkpoints written so "
                     "far are kept; lower the learning rate or check the dataset for extreme values.")
             self.sums[key] = self.sums.get(key, 0.0) + value
-        self.count += 1
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def state_dict(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count}
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums, self.count = dict(state["sums"]), int(state["count"])
+        self.sums, self.counts = dict(state["sums"]), {k: int(v) for k, v in state["counts"].items()}
 
     def pop(self) -> dict[str, float]:
-        means = {f"train/{k}": v / self.count for k, v in self.sums.items()} if self.count else {}
-        self.sums, self.count = {}, 0
+        means = {f"train/{k}": v / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
         return means
 
 
@@ -141,14 +143,18 @@ def train_offline(run: Run, agent, buffer: ReplayBuffer, stages: list[tuple[str,
     stages: (name, steps, updater, evaluate). `updater.update(batch)` is called `steps` times; e.g.
     spot's ("vae", vae_steps, vae_trainer, False) then ("policy", offline_steps, agent, True). Steps and
     the logged `step` count across all stages. Checkpoints every `checkpoint_every` steps hold the agent
-    (all networks), the buffer's sampler, RNG states and the metrics.jsonl offset.
+    (all networks), each other updater's state (e.g. the VAE optimizer), the buffer's sampler, RNG
+    states and the metrics.jsonl offset.
     """
     cfg = run.cfg
     total = sum(steps for _, steps, _, _ in stages)
+    updaters = {name: updater for name, _, updater, _ in stages if updater is not agent}
     resume = run.resume
     step = 0
     if resume:
         agent.load_state_dict(resume["agent"])
+        for name, updater in updaters.items():
+            updater.load_state_dict(resume["updaters"][name])
         buffer.load_state_dict(resume["buffer"])
         set_torch_rng_state(resume["rng"])
         step = int(resume["step"])
@@ -175,7 +181,8 @@ def train_offline(run: Run, agent, buffer: ReplayBuffer, stages: list[tuple[str,
                     t0, t_steps = time.perf_counter(), step
                 if step % cfg.checkpoint_every == 0 and step < total:
                     save_checkpoint(run.checkpoint_dir / "last.pt", run.payload(
-                        kind="resume", stage=name, step=step, agent=agent.state_dict(), buffer=buffer.state_dict(),
+                        kind="resume", stage=name, step=step, agent=agent.state_dict(),
+                        updaters={n: u.state_dict() for n, u in updaters.items()}, buffer=buffer.state_dict(),
                         rng=torch_rng_state(), logger_offset=logger.offset(), tracker=tracker.state_dict()))
             begin = end
         final = save_checkpoint(run.checkpoint_dir / "offline.pt", run.payload(

@@ -1,0 +1,166 @@
+"""SPOT's networks: the behaviour-density VAE, the dropout actor and TD3's twin critics.
+
+Shapes follow the official code (thuml/SPOT): VAE 750-750 with latent 2·act_dim, actor and critics
+256-256. The twin critics are one batched ensemble (a single bmm per layer for both Q-networks).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # encoder log-std clamp (official code)
+LATENT_CLIP = 0.5  # z ~ N(0, I) clipped to ±0.5 when decoding without a given z
+LOG_2PI = math.log(2 * math.pi)
+
+
+def kl_to_standard_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-dimension KL(N(mean, std²) || N(0, 1)) = −½(1 + log σ² − μ² − σ²); same shape as mean."""
+    return -0.5 * (1.0 + 2.0 * torch.log(std) - mean.pow(2) - std.pow(2))
+
+
+class VAE(nn.Module):
+    """Conditional VAE of the behaviour policy β(a|s), used as a density estimator."""
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, hidden_dim: int = 750,
+                 latent_dim: int | None = None):
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.latent_dim = latent_dim or 2 * act_dim
+        self.max_action = float(max_action)
+        self.encoder = nn.Sequential(
+            nn.Linear(obs_dim + act_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, 2 * self.latent_dim),  # mean and log-std heads in one matmul
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(obs_dim + self.latent_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, act_dim),
+        )
+
+    def encode(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encoder(torch.cat([obs, action], -1)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+    def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder mean; obs (..., obs_dim) and z (..., latent_dim) share leading dims."""
+        if z is None:
+            z = torch.randn(*obs.shape[:-1], self.latent_dim, device=obs.device).clamp(-LATENT_CLIP, LATENT_CLIP)
+        return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], -1)))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor):
+        """One reparameterized pass: (reconstruction, mean, std)."""
+        mean, std = self.encode(obs, action)
+        z = mean + std * torch.randn_like(std)
+        return self.decode(obs, z), mean, std
+
+    def _sample_and_decode(self, obs, action, num_samples):
+        """Encodes once, draws `num_samples` z per row, decodes all of them in one batch.
+
+        Returns mean, std (B, latent), z (B, L, latent) and the decoded actions (B, L, act_dim).
+        """
+        mean, std = self.encode(obs, action)
+        eps = torch.randn(mean.shape[0], num_samples, mean.shape[1], device=mean.device)
+        z = mean.unsqueeze(1) + std.unsqueeze(1) * eps
+        recon = self.decode(obs.unsqueeze(1).expand(-1, num_samples, -1), z)
+        return mean, std, z, recon
+
+    def loss(self, obs: torch.Tensor, action: torch.Tensor, beta: float, num_samples: int = 1) -> torch.Tensor:
+        """Per-row VAE loss (B,): squared error averaged over samples and action dims + β·KL averaged
+        over latent dims. This is the VAE's training loss and SPOT's default density penalty D(s, a)."""
+        mean, std, _, recon = self._sample_and_decode(obs, action, num_samples)
+        recon_loss = (recon - action.unsqueeze(1)).pow(2).mean(dim=(1, 2))
+        return recon_loss + beta * kl_to_standard_normal(mean, std).mean(-1)
+
+    def decoder_std(self, beta: float) -> float:
+        """The Gaussian decoder's fixed std √(β/4): with it and latent 2·act_dim, −ELBO in nats equals
+        (2·act_dim/β) · `loss` + act_dim · (log σ + ½ log 2π), so minimizing `loss` maximizes the ELBO."""
+        return math.sqrt(beta / 4.0)
+
+    def _decoder_nll(self, recon: torch.Tensor, action: torch.Tensor, beta: float) -> torch.Tensor:
+        """−log N(a; recon, β/4·I) summed over action dims: (B, L)."""
+        sigma = self.decoder_std(beta)
+        squared = ((recon - action.unsqueeze(1)) / sigma).pow(2).sum(-1)
+        return 0.5 * squared + self.act_dim * (math.log(sigma) + 0.5 * LOG_2PI)
+
+    def neg_elbo(self, obs: torch.Tensor, action: torch.Tensor, beta: float, num_samples: int = 1) -> torch.Tensor:
+        """−ELBO in nats (B,): E_q[−log p(a|z)] (Monte Carlo, `num_samples` z) + KL(q(z|s,a) || N(0, I)) (exact)."""
+        mean, std, _, recon = self._sample_and_decode(obs, action, num_samples)
+        return self._decoder_nll(recon, action, beta).mean(-1) + kl_to_standard_normal(mean, std).sum(-1)
+
+    def iwae_neg_log_prob(self, obs: torch.Tensor, action: torch.Tensor, beta: float,
+                          num_samples: int) -> torch.Tensor:
+        """Importance-weighted −log p̂(a|s) in nats (B,) from L samples of q(z|s,a):
+        −[logsumexp_l (log p(a|z_l) + log p(z_l) − log q(z_l|s,a)) − log L]. L = 1 gives an unbiased −ELBO
+        estimate; the bound tightens (decreases in expectation) as L grows."""
+        mean, std, z, recon = self._sample_and_decode(obs, action, num_samples)
+        log_p_z = -0.5 * z.pow(2).sum(-1)  # the ½ log 2π terms of p(z) and q(z|s,a) cancel
+        eps = (z - mean.unsqueeze(1)) / std.unsqueeze(1)
+        log_q_z = -0.5 * eps.pow(2).sum(-1) - torch.log(std).sum(-1, keepdim=True)
+        log_w = -self._decoder_nll(recon, action, beta) + log_p_z - log_q_z
+        return -(torch.logsumexp(log_w, dim=-1) - math.log(num_samples))
+
+
+class Actor(nn.Module):
+    """state → 256 → 256 → action, ReLU, dropout after each hidden layer, max_action·tanh."""
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, hidden_dim: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.max_action, self.dropout = float(max_action), float(dropout)
+        self.l1 = nn.Linear(obs_dim, hidden_dim)
+        self.l2 = nn.Linear(hidden_dim, hidden_dim)
+        self.l3 = nn.Linear(hidden_dim, act_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # Dropout is active only in train mode (the update), as in the official code.
+        x = F.dropout(F.relu(self.l1(obs)), self.dropout, self.training)
+        x = F.dropout(F.relu(self.l2(x)), self.dropout, self.training)
+        return self.max_action * torch.tanh(self.l3(x))
+
+
+class EnsembleLinear(nn.Module):
+    """`num` independent linear layers applied as one batched matmul; nn.Linear's initialization."""
+
+    def __init__(self, num: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(num, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (num, B, in) or (B, in), shared by all members → (num, B, out)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinCritic(nn.Module):
+    """TD3's two Q-networks state‖action → 256 → 256 → 1, evaluated together."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_critics: int = 2):
+        super().__init__()
+        self.l1 = EnsembleLinear(num_critics, obs_dim + act_dim, hidden_dim)
+        self.l2 = EnsembleLinear(num_critics, hidden_dim, hidden_dim)
+        self.l3 = EnsembleLinear(num_critics, hidden_dim, 1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(num_critics, B) Q-values."""
+        x = F.relu(self.l1(torch.cat([obs, action], -1)))
+        x = F.relu(self.l2(x))
+        return self.l3(x).squeeze(-1)
+
+    def q1(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        """The first critic only (B,). detach_params: gradients reach the action but not the critic's
+        weights (the actor loss needs no critic gradients, so none are computed)."""
+        x = torch.cat([obs, action], -1)
+        for i, layer in enumerate((self.l1, self.l2, self.l3)):
+            w, b = layer.weight[0], layer.bias[0]
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            x = torch.addmm(b, x, w)
+            if i < 2:
+                x = F.relu(x)
+        return x.squeeze(-1)

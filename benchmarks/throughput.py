@@ -1,0 +1,169 @@
+"""Throughput at paper settings, against this machine's measured matmul ceiling.
+
+    python -m benchmarks.throughput                 # markdown table, 1 thread
+    python -m benchmarks.throughput --threads 2 --json
+    python -m benchmarks.throughput --compile       # torch.compile the networks first
+
+Each measurement: warm-up, then `--repeats` timed repeats; we report the median rate and the
+min–max spread. The ceiling is fp32 1024x1024 matmul GFLOP/s at the same thread count, measured in
+the same run. Each update's FLOPs are the minimum the math needs (benchmarks/flops.py), so
+achieved GFLOP/s / ceiling shows how much of the machine an update really uses. Run it on an idle
+machine: another busy process easily halves the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks import flops  # noqa: E402
+from common.buffer import ReplayBuffer  # noqa: E402
+from common.envs import make_env  # noqa: E402
+from common.evaluation import Evaluator  # noqa: E402
+
+OBS, ACT, BATCH = 17, 6, 256
+ENV_ID = "HalfCheetah-v4"  # obs 17, act 6; episodes always last 1000 steps
+
+
+def measure(fn, n: int, warmup: int, repeats: int) -> dict:
+    """Calls fn() n times per repeat; returns rates (calls/s): median, min, max."""
+    for _ in range(warmup):
+        fn()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        rates.append(n / (time.perf_counter() - start))
+    return {"per_s": statistics.median(rates), "per_s_min": min(rates), "per_s_max": max(rates)}
+
+
+def matmul_ceiling(repeats: int) -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    rate = measure(lambda: torch.mm(a, b), n=20, warmup=5, repeats=repeats)["per_s"]
+    return rate * 2 * 1024**3 / 1e9
+
+
+def random_buffer(device, size: int = 100_000) -> ReplayBuffer:
+    buf = ReplayBuffer(size, OBS, ACT, device, seed=0)
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(size, buf.width, generator=g)
+    rows[:, OBS:OBS + ACT] = rows[:, OBS:OBS + ACT].clamp(-1, 1)
+    rows[:, -1] = (torch.rand(size, generator=g) < 0.01).float()
+    buf._write_rows(rows.to(device))
+    return buf
+
+
+def compile_modules(obj) -> None:
+    for name, value in list(vars(obj).items()):
+        if isinstance(value, torch.nn.Module):
+            setattr(obj, name, torch.compile(value))
+
+
+def make_agents(device, compile_: bool):
+    from adaptive_bc.agent import Config as BcConfig, RedqBcAgent
+    from spot.agent import Config as SpotConfig, SpotAgent, VaeTrainer
+
+    bc = RedqBcAgent(OBS, ACT, 1.0, BcConfig(dataset="d4rl:halfcheetah-medium-v2"), device)
+    spot_cfg = SpotConfig(dataset="d4rl:halfcheetah-medium-v2")
+    spot = SpotAgent(OBS, ACT, 1.0, spot_cfg, device)
+    vae = VaeTrainer(spot.vae, spot.normalizer, lr=spot_cfg.vae_lr, beta=spot_cfg.beta)
+    if compile_:
+        for obj in (bc, spot):
+            compile_modules(obj)
+    return bc, spot, vae
+
+
+def online_step_fn(agent, buf, env, utd: int, rng):
+    """One environment step with exploration noise, the transition stored, then `utd` updates."""
+    state = {"obs": env.reset(seed=0)[0]}
+
+    def step():
+        action = np.clip(agent.act(state["obs"][None].astype(np.float32))[0] + rng.normal(0, 0.1, ACT), -1, 1)
+        next_obs, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
+        buf.add(state["obs"], action, reward, next_obs, terminated)
+        state["obs"] = env.reset()[0] if terminated or truncated else next_obs
+        for _ in range(utd):
+            agent.update(buf.sample(BATCH))
+    return step
+
+
+def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    ceiling = matmul_ceiling(repeats)
+    bc, spot, vae = make_agents(dev, compile_)
+    buf = random_buffer(dev)
+    rng = np.random.default_rng(0)
+    env = make_env(ENV_ID, seed=0)
+    n = lambda k: max(1, int(k * scale))  # noqa: E731
+    bc_utd = bc.cfg.utd
+    spot.vae.requires_grad_(False)
+    specs = {
+        "adaptive_bc_update": (lambda: bc.update(buf.sample(BATCH)), n(60), flops.adaptive_bc_update(OBS, ACT)),
+        "adaptive_bc_online_env_step": (online_step_fn(bc, buf, env, bc_utd, rng), n(6),
+                                        bc_utd * flops.adaptive_bc_update(OBS, ACT) + flops.actor_forward(OBS, ACT)),
+        "spot_vae_update": (lambda: vae.update(buf.sample(BATCH)), n(60), flops.spot_vae_update(OBS, ACT)),
+        "spot_update": (lambda: spot.update(buf.sample(BATCH)), n(100), flops.spot_policy_update(OBS, ACT)),
+        "spot_online_env_step": (online_step_fn(spot, buf, env, 1, rng), n(100),
+                                 flops.spot_policy_update(OBS, ACT) + flops.actor_forward(OBS, ACT)),
+    }
+    updates = {}
+    for name, (fn, count, flop) in specs.items():
+        if name == "spot_update":
+            spot.vae.requires_grad_(False)  # the VAE is frozen in the policy stage
+        result = measure(fn, count, warmup=max(3, count // 10) + (20 if compile_ else 0), repeats=repeats)
+        gflops = result["per_s"] * flop / 1e9
+        updates[name] = {**result, "gflop_per_update": flop / 1e9, "gflops": gflops,
+                         "fraction_of_ceiling": gflops / ceiling}
+    env.close()
+    evaluator = Evaluator(ENV_ID, 10)
+    start = time.perf_counter()
+    result = evaluator.run(bc.act, seed=0)
+    elapsed = time.perf_counter() - start
+    evaluator.close()
+    evaluation = {"episodes": 10, "episodes_per_s": 10 / elapsed, "env_steps_per_s": float(result.lengths.sum()) / elapsed}
+    return {"ceiling_gflops": ceiling, "threads": threads, "device": device, "compile": compile_,
+            "torch": torch.__version__, "updates": updates, "evaluation": evaluation}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"threads {report['threads']}, device {report['device']}, compile {report['compile']}, "
+             f"matmul ceiling {report['ceiling_gflops']:.1f} GFLOP/s (fp32 1024x1024)", "",
+             "| what | per s (median) | min–max | GFLOP per call | GFLOP/s | of ceiling |", "|---|---|---|---|---|---|"]
+    for name, u in report["updates"].items():
+        lines.append(f"| {name} | {u['per_s']:.2f} | {u['per_s_min']:.2f}–{u['per_s_max']:.2f} | "
+                     f"{u['gflop_per_update']:.3f} | {u['gflops']:.1f} | {100 * u['fraction_of_ceiling']:.0f}% |")
+    e = report["evaluation"]
+    lines += ["", f"evaluation: {e['episodes_per_s']:.2f} episodes/s ({e['env_steps_per_s']:.0f} env steps/s, "
+                  f"{e['episodes']} episodes stepped together)"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the calls per repeat (quick runs: 0.1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    report = run(args.threads, args.device, args.compile, args.repeats, args.scale)
+    print(json.dumps(report) if args.json else markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

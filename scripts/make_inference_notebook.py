@@ -1,0 +1,74 @@
+"""Writes inference.ipynb (kept as code so the notebook stays reviewable and free of stale outputs).
+
+    python scripts/make_inference_notebook.py
+"""
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+CELLS = [
+    new_markdown_cell(
+        "# Watch a trained policy\n\n"
+        "Loads an adaptive_bc or spot checkpoint through the code the training scripts use (observation "
+        "normalization included), rolls out deterministic episodes, prints returns and D4RL normalized "
+        "scores, and renders one episode to `video/`. Works locally and in Colab."),
+    new_code_cell(
+        "# Setup. In Colab: fetch the repository if needed, install it, render with EGL. Locally: nothing to do.\n"
+        "import os, subprocess, sys\n"
+        "os.environ.setdefault('MUJOCO_GL', 'egl')\n"
+        "if 'google.colab' in sys.modules:\n"
+        "    REPO_URL = os.environ.get('O2O_REPO_URL', '')  # set to this repository's git URL if not uploaded\n"
+        "    if not os.path.exists('requirements.txt'):\n"
+        "        if not REPO_URL:\n"
+        "            raise SystemExit('Upload the repository or set O2O_REPO_URL to its git URL, then rerun this cell')\n"
+        "        subprocess.run(['git', 'clone', REPO_URL, 'repo'], check=True)\n"
+        "        os.chdir('repo')\n"
+        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-r', 'requirements.txt'], check=True)\n"
+        "    subprocess.run(['apt-get', 'install', '-y', '-qq', 'libegl1'], check=False)\n"
+        "elif not os.path.exists('common') and os.path.exists('../common'):\n"
+        "    os.chdir('..')  # opened from a subfolder\n"
+        "sys.path.insert(0, os.getcwd())"),
+    new_code_cell(
+        "# What to load: a checkpoint path, or None for the newest under runs/ (of ALGO if set).\n"
+        "ALGO = os.environ.get('O2O_ALGO') or None          # 'adaptive_bc', 'spot' or None\n"
+        "CHECKPOINT = os.environ.get('O2O_CHECKPOINT') or None\n"
+        "EPISODES = int(os.environ.get('O2O_EPISODES', 5))\n"
+        "VIDEO_STEPS = int(os.environ.get('O2O_VIDEO_STEPS', 1000))\n"
+        "SEED = 0"),
+    new_code_cell(
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from common.inference import load_agent, newest_checkpoint\n"
+        "from common.evaluation import evaluate\n\n"
+        "checkpoint = Path(CHECKPOINT) if CHECKPOINT else newest_checkpoint('runs', ALGO)\n"
+        "agent, info = load_agent(checkpoint)\n"
+        "print(f\"{info['algo']} on {info['dataset']} ({info['phase']} checkpoint, step {info['step']}) -> {info['env_id']}\")\n"
+        "print(checkpoint)"),
+    new_code_cell(
+        "result = evaluate(agent.act, info['env_id'], episodes=EPISODES, seed=SEED)\n"
+        "for i, (ret, score, length) in enumerate(zip(result.returns, result.normalized_scores, result.lengths)):\n"
+        "    print(f'episode {i}: return {ret:8.1f}   normalized score {score:6.1f}   length {length}')\n"
+        "print(f'mean normalized score {result.normalized_score:.1f} ± {result.normalized_score_std:.1f}')"),
+    new_code_cell(
+        "from IPython.display import Video, display\n"
+        "from common.video import render_episode\n\n"
+        "name = f\"{info['algo']}_{Path(str(info['dataset'])).stem.replace('/', '_').replace(':', '_')}\"\n"
+        "video_path = Path('video') / f'{name}.mp4'\n"
+        "episode = render_episode(agent.act, info['env_id'], video_path, seed=SEED, max_steps=VIDEO_STEPS)\n"
+        "print(f\"{video_path}: return {episode['return']:.1f}, {episode['length']} steps\")\n"
+        "display(Video(str(video_path), embed=True, width=480))"),
+]
+
+
+def build() -> nbformat.NotebookNode:
+    nb = new_notebook(cells=CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["colab"] = {"provenance": []}
+    return nb
+
+
+if __name__ == "__main__":
+    out = Path(__file__).resolve().parent.parent / "inference.ipynb"
+    nbformat.write(build(), out)
+    print(f"wrote {out}")

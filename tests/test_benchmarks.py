@@ -1,0 +1,46 @@
+"""The FLOP model on hand-computed cases, and the throughput script's JSON report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import flops
+
+
+def test_dense_layer_flops_by_hand():
+    layers = flops.mlp_layers(3, [4], 2)  # 3->4, 4->2
+    assert layers == [(3, 4), (4, 2)]
+    assert flops.forward(10, layers) == 2 * 10 * (12 + 8)
+    # weight grads (= forward) + input grad of layer 2 only (layer 1's input is data)
+    assert flops.backward(10, layers, weights=True) == 2 * 10 * (12 + 8) + 2 * 10 * 8
+    # input grads only, plus 1 column of layer 1's input (an action fed into a critic)
+    assert flops.backward(10, layers, weights=False, first_input_cols=1) == 2 * 10 * 8 + 2 * 10 * 1 * 4
+
+
+def test_adaptive_bc_update_flops_by_hand():
+    b, o, a, h, n, m = 2, 1, 1, 1, 3, 2
+    fwd_q = 2 * b * ((o + a) * h + h * h + h * 1)  # critic forward = 16
+    fwd_pi = 2 * b * (o * h + h * h + h * a)  # actor forward = 12
+    critic_step = fwd_pi + m * fwd_q + n * (fwd_q + fwd_q + (fwd_q - 2 * b * (o + a) * h))
+    actor_step = fwd_pi + n * (fwd_q + (fwd_q - 2 * b * (o + a) * h) + 2 * b * a * h) + (fwd_pi + fwd_pi - 2 * b * o * h)
+    expected = critic_step + actor_step / 2
+    assert flops.adaptive_bc_update(o, a, batch=b, hidden=h, num_critics=n, num_target=m) == expected
+    # at paper settings: ~1.59 GFLOP per update
+    assert flops.adaptive_bc_update(17, 6) == pytest.approx(1.59e9, rel=0.01)
+
+
+def test_throughput_json_report(capsys):
+    from benchmarks import throughput
+
+    throughput.main(["--json", "--scale", "0.02", "--repeats", "1"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["threads"] == 1 and report["ceiling_gflops"] > 0
+    names = {"adaptive_bc_update", "adaptive_bc_online_env_step", "spot_vae_update", "spot_update",
+             "spot_online_env_step"}
+    assert set(report["updates"]) == names
+    for entry in report["updates"].values():
+        assert entry["per_s"] > 0 and entry["gflop_per_update"] > 0
+        assert entry["fraction_of_ceiling"] == pytest.approx(entry["per_s"] * entry["gflop_per_update"]
+                                                             / report["ceiling_gflops"])
+    assert report["evaluation"]["episodes_per_s"] > 0 and "evaluation" not in report["updates"]

@@ -46,6 +46,7 @@ class BaseConfig:
     wandb_mode: str = "offline"  # online | offline | disabled
     wandb_project: str = "offline-to-online"
     wandb_group: str | None = None
+    video: bool = False  # render one deterministic episode to <run_dir>/video.mp4 when the run ends
 
     _choices = {
         "device": ("auto", "cpu", "cuda"),

@@ -100,6 +100,23 @@ def start_run(cfg: BaseConfig, algo: str, phase: str, run_dir: Path | None = Non
     return Run(cfg, algo, phase, run_dir, device, dataset, env_id, max_action, resume)
 
 
+def render_video(run: Run, agent) -> Path | None:
+    """The finished policy's episode as <run_dir>/video.mp4 (config key `video`); the run's results are
+    already saved, so a machine without offscreen OpenGL gets a message instead of a failed run."""
+    path = run.run_dir / "video.mp4"
+    try:
+        from common.video import render_episode
+
+        info = render_episode(agent.act, run.env_id, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
+    except Exception as exc:  # noqa: BLE001 - any GL/ffmpeg failure
+        print(f"video not rendered ({type(exc).__name__}: {exc}). Offscreen MuJoCo needs MUJOCO_GL=egl "
+              "(libegl1) or MUJOCO_GL=osmesa (libosmesa6).")
+        return None
+    score = float(run.dataset.normalized_score(info["return"]))
+    print(f"wrote {path}: return {info['return']:.1f}, normalized score {score:.1f}, {info['length']} steps")
+    return path
+
+
 class _MeanTracker:
     """Means of the update metrics since the last evaluation; raises on a non-finite value.
 
@@ -189,6 +206,8 @@ def train_offline(run: Run, agent, buffer: ReplayBuffer, stages: list[tuple[str,
             kind="agent", step=step, agent=agent.state_dict(), logger_offset=logger.offset(),
             **(final_extra() if final_extra else {})))
         (run.checkpoint_dir / "last.pt").unlink(missing_ok=True)
+        if cfg.video:
+            render_video(run, agent)
         return final
     finally:
         logger.close()
@@ -295,6 +314,8 @@ def train_online(run: Run, agent, buffer: ReplayBuffer, *, updates_per_step: int
         final = save_checkpoint(run.checkpoint_dir / "online.pt", run.payload(
             kind="agent", step=step, agent=agent.state_dict(), logger_offset=logger.offset()))
         (run.checkpoint_dir / "last.pt").unlink(missing_ok=True)
+        if cfg.video:
+            render_video(run, agent)
         return final
     finally:
         logger.close()

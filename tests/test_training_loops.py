@@ -142,3 +142,13 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, data_fil
     records = read_metrics(tmp_path / "n" / "metrics.jsonl")
     assert [r["step"] for r in records] == [20, 30, 40]
     assert all(np.isfinite(r["train/loss"]) for r in records)
+
+
+def test_video_at_the_end_when_asked(tmp_path, data_file):
+    import imageio.v3 as iio
+
+    run = start_run(_cfg(data_file, tmp_path / "v", offline_steps=20, eval_every=20, video=True), "toy", "offline")
+    agent = ToyAgent(run.dataset.obs_dim, run.dataset.act_dim, ObsNormalizer.identity(run.dataset.obs_dim))
+    train_offline(run, agent, ReplayBuffer.from_dataset(run.dataset, 0), [("bc", 20, agent, True)])
+    frames = iio.imread(tmp_path / "v" / "video.mp4")
+    assert frames.ndim == 4 and frames.shape[1:] == (480, 480, 3) and frames.shape[0] >= 2

@@ -29,6 +29,7 @@ from benchmarks import flops  # noqa: E402
 from common.buffer import ReplayBuffer  # noqa: E402
 from common.envs import make_env  # noqa: E402
 from common.evaluation import Evaluator  # noqa: E402
+from common.utils import set_threads  # noqa: E402
 
 OBS, ACT, BATCH = 17, 6, 256
 ENV_ID = "HalfCheetah-v4"  # obs 17, act 6; episodes always last 1000 steps
@@ -98,7 +99,7 @@ def online_step_fn(agent, buf, env, utd: int, rng):
 
 
 def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -> dict:
-    torch.set_num_threads(threads)
+    set_threads(threads)  # also keeps freed memory in-process (see common.utils.reuse_freed_memory)
     torch.manual_seed(0)
     dev = torch.device(device)
     ceiling = matmul_ceiling(repeats)

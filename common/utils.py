@@ -1,6 +1,8 @@
 """Seeding, device and thread settings, shared by every script."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import random
 
@@ -27,6 +29,7 @@ def set_threads(threads: int) -> None:
     """torch CPU threads. Several processes each using all cores slow each other down badly."""
     torch.set_num_threads(int(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    reuse_freed_memory()
 
 
 def torch_rng_state() -> dict:
@@ -41,3 +44,19 @@ def set_torch_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Keeps freed memory in the process (glibc) instead of handing it back to the OS.
+
+    Each update allocates and frees tens of MB of activations and gradients; by default glibc returns
+    those blocks to the OS and the next update page-faults them back in (~3,000 faults per update at
+    batch 256, ~10% of its CPU time). Process-wide; a no-op where glibc is not the allocator.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))

@@ -29,23 +29,34 @@ def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, path
         if fast:
             model.vis.quality.offsamples = 0  # read when the GL context is made, i.e. at the first render
         obs, _ = env.reset(seed=seed)
+        viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
         if fast:
-            viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
             viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        data = env.unwrapped.data
+        try:
+            torso = model.body("torso").id
+        except KeyError:
+            torso = 1
+
+        def frame():
+            # gymnasium's free camera stays put; follow the torso along x so the robot stays in view
+            viewer.cam.lookat[0] = data.xpos[torso][0]
+            return env.render()
+
         fps = fps or int(round(env.metadata.get("render_fps", 30)))
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         total, length = 0.0, 0
         with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=16) as writer:
-            writer.append_data(env.render())
+            writer.append_data(frame())
             for _ in range(max_steps):
                 action = np.asarray(policy(obs[None].astype(np.float32)))[0]
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 length += 1
-                writer.append_data(env.render())
+                writer.append_data(frame())
                 if terminated or truncated:
                     break
         os.replace(tmp, path)

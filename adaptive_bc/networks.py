@@ -1,0 +1,67 @@
+"""Networks of REDQ+BC: a deterministic actor and an ensemble of Q-networks evaluated in one call."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Actor(nn.Module):
+    """state -> hidden -> hidden -> max_action * tanh(action); torch's default Linear init (as the official code)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, max_action: float, hidden_dim: int = 256):
+        super().__init__()
+        self.l1 = nn.Linear(obs_dim, hidden_dim)
+        self.l2 = nn.Linear(hidden_dim, hidden_dim)
+        self.l3 = nn.Linear(hidden_dim, act_dim)
+        self.max_action = float(max_action)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.l1(obs))
+        h = F.relu(self.l2(h))
+        return self.max_action * torch.tanh(self.l3(h))
+
+
+def ensemble_init_(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """trunc_normal_ with std 1/(2 sqrt(fan_in)) and torch's default absolute bounds +-2; bias 0."""
+    fan_in = weight.shape[1]
+    nn.init.trunc_normal_(weight, std=1.0 / (2.0 * math.sqrt(fan_in)))
+    nn.init.zeros_(bias)
+
+
+class EnsembleCritic(nn.Module):
+    """N Q-networks (state||action -> hidden -> hidden -> 1) with weights stacked as [N, in, out].
+
+    All members (or a chosen subset) run together: one `baddbmm` per layer.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, num_critics: int = 10, hidden_dim: int = 256):
+        super().__init__()
+        self.num_critics = num_critics
+        sizes = [(obs_dim + act_dim, hidden_dim), (hidden_dim, hidden_dim), (hidden_dim, 1)]
+        self.weights = nn.ParameterList([nn.Parameter(torch.empty(num_critics, i, o)) for i, o in sizes])
+        self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_critics, 1, o)) for _, o in sizes])
+        for w, b in zip(self.weights, self.biases):
+            ensemble_init_(w.data, b.data)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None,
+                detach_params: bool = False) -> torch.Tensor:
+        """Q-values [n, B] of the `members` (indices; all N when None).
+
+        detach_params: use the weights as constants, so a loss on the output (the actor's) builds no
+        graph into, and computes no gradient for, the critic's parameters.
+        """
+        (w1, w2, w3), (b1, b2, b3) = list(self.weights), list(self.biases)
+        if members is not None:  # gather only the chosen members' weights: the others never run
+            w1, w2, w3, b1, b2, b3 = (p.index_select(0, members) for p in (w1, w2, w3, b1, b2, b3))
+        if detach_params:
+            w1, w2, w3, b1, b2, b3 = (p.detach() for p in (w1, w2, w3, b1, b2, b3))
+        x = torch.cat([obs, action], dim=-1)
+        # Every layer is one batched matmul over the members. The first layer's input is shared, so it
+        # is expanded (a view, no copy); the outputs stay contiguous [n, B, out], which keeps the ReLU
+        # backward fast (on a transposed view it is ~25x slower).
+        h = torch.baddbmm(b1, x.expand(w1.shape[0], *x.shape), w1).relu_()
+        h = torch.baddbmm(b2, h, w2).relu_()
+        return torch.baddbmm(b3, h, w3).squeeze(-1)

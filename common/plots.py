@@ -73,6 +73,9 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     joined = set()
     for run_dir, config, records in online:
         source = Path(config["offline_checkpoint"]).resolve().parent.parent
+        sibling = run_dir.with_name("offline")  # a copied run pair whose recorded path no longer exists
+        if source not in offline and not (source / "metrics.jsonl").is_file() and (sibling / "metrics.jsonl").is_file():
+            source = sibling
         if source not in offline and (source / "metrics.jsonl").is_file():
             offline[source] = _read_run(source)
         _, off_records = offline.get(source, (config, []))

@@ -21,8 +21,10 @@ from common.envs import gym_make  # noqa: E402
 
 def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, path: str | os.PathLike, seed: int = 0,
                    max_steps: int = 1000, width: int = 480, height: int = 480, fps: int | None = None,
-                   fast: bool = True) -> dict:
-    """Runs one deterministic episode, writes it to `path` (.mp4), returns {'return', 'length', 'frames'}."""
+                   fast: bool = True, label: str | None = None) -> dict:
+    """Runs one deterministic episode, writes it to `path` (.mp4), returns {'return', 'length', 'frames'}.
+
+    `label`: text drawn in the top-left corner of every frame (e.g. dataset, budget, score)."""
     env = gym_make(env_id, render_mode="rgb_array", width=width, height=height)
     try:
         model = env.unwrapped.model
@@ -42,7 +44,8 @@ def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, path
         def frame():
             # gymnasium's free camera stays put; follow the torso along x so the robot stays in view
             viewer.cam.lookat[0] = data.xpos[torso][0]
-            return env.render()
+            image = env.render()
+            return _draw_label(image, label) if label else image
 
         fps = fps or int(round(env.metadata.get("render_fps", 30)))
         path = Path(path)
@@ -63,3 +66,14 @@ def render_episode(policy: Callable[[np.ndarray], np.ndarray], env_id: str, path
         return {"return": total, "length": length, "frames": length + 1}
     finally:
         env.close()
+
+
+def _draw_label(image: np.ndarray, text: str) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = draw.multiline_textbbox((8, 8), text)
+    draw.rectangle((left - 4, top - 4, right + 4, bottom + 4), fill=(0, 0, 0))
+    draw.multiline_text((8, 8), text, fill=(255, 255, 255))
+    return np.asarray(picture)

@@ -100,6 +100,12 @@ def test_rendered_video_decodes_to_frames_of_expected_size(tmp_path):
     assert frames.shape == (31, 128, 160, 3)
     assert frames.std() > 5  # an actual picture, not a blank frame
     assert [p.name for p in out.parent.iterdir()] == ["ep.mp4"]
+    labelled = tmp_path / "video" / "labelled.mp4"
+    render_episode(lambda obs: np.zeros((1, 6), np.float32), "HalfCheetah-v4", labelled, seed=0, max_steps=3,
+                   width=160, height=128, label="halfcheetah\nscore 1.0")
+    plain, marked = imageio.imread(out)[0], imageio.imread(labelled)[0]
+    corner = np.abs(plain[:20, :60].astype(int) - marked[:20, :60].astype(int)).mean()
+    assert corner > 20 and np.abs(plain[80:].astype(int) - marked[80:].astype(int)).mean() < 3
 
 
 def _has_pyav() -> bool:

@@ -32,12 +32,35 @@ def test_committed_notebook_has_no_outputs_and_matches_its_generator():
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
+    module = _generator()
+    assert [c.source for c in module.build().cells] == [c.source for c in nb.cells]
+    plots_nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
+    assert [c.source for c in module.build_plots().cells] == [c.source for c in plots_nb.cells]
+    assert all(c.get("outputs", []) == [] for c in plots_nb.cells)
+
+
+def _generator():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_nb", REPO / "scripts" / "make_inference_notebook.py")
+    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "scripts" / "make_notebooks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert [c.source for c in module.build().cells] == [c.source for c in nb.cells]
+    return module
+
+
+def test_plots_notebook_executes_on_the_committed_quickstart_runs(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "video").mkdir()
+    os.symlink(REPO / "common", work / "common")
+    monkeypatch.setenv("O2O_RUNS", str(REPO / "benchmarks" / "results" / "quickstart" / "*" / "online"))
+    nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    text = str([out for cell in nb.cells for out in cell.get("outputs", [])])
+    assert "2 run folders" in text and "| adaptive_bc |" in text and "image/png" in text
+    assert (work / "video" / "curves.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("algo", ["spot", "adaptive_bc"])

@@ -1,6 +1,7 @@
-"""Writes inference.ipynb (kept as code so the notebook stays reviewable and free of stale outputs).
+"""Writes inference.ipynb and notebooks/plots.ipynb (kept as code so the notebooks stay reviewable and
+free of stale outputs).
 
-    python scripts/make_inference_notebook.py
+    python scripts/make_notebooks.py
 """
 from pathlib import Path
 
@@ -61,6 +62,38 @@ CELLS = [
 ]
 
 
+PLOT_CELLS = [
+    new_markdown_cell(
+        "# Learning curves and results table\n\n"
+        "Offline then online normalized scores on one step axis (switch dashed), mean and 95% bootstrap "
+        "band over seeds, with the BC weight (adaptive_bc's α, spot's λ) underneath; then the final (not best) "
+        "evaluation of each phase per algorithm and dataset. Uses `common.plots`, the same code as "
+        "`python -m common.plots`."),
+    new_code_cell(
+        "import glob, os, sys\n"
+        "if not os.path.exists('common') and os.path.exists('../common'):\n"
+        "    os.chdir('..')  # run from the repository root\n"
+        "sys.path.insert(0, os.getcwd())\n"
+        "# Online run folders (each finds its offline run) or offline ones; default: everything under runs/\n"
+        "PATTERN = os.environ.get('O2O_RUNS', 'runs/**/online')\n"
+        "run_dirs = sorted(glob.glob(PATTERN, recursive=True))\n"
+        "print(len(run_dirs), 'run folders')"),
+    new_code_cell(
+        "from IPython.display import Image, Markdown, display\n"
+        "from common import plots\n\n"
+        "trials = plots.load_trials(run_dirs)\n"
+        "plots.plot(trials, 'video/curves.png')\n"
+        "display(Image('video/curves.png'))\n"
+        "display(Markdown(plots.results_table(trials)))"),
+]
+
+
+def build_plots() -> nbformat.NotebookNode:
+    nb = new_notebook(cells=PLOT_CELLS)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
 def build() -> nbformat.NotebookNode:
     nb = new_notebook(cells=CELLS)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -69,6 +102,8 @@ def build() -> nbformat.NotebookNode:
 
 
 if __name__ == "__main__":
-    out = Path(__file__).resolve().parent.parent / "inference.ipynb"
-    nbformat.write(build(), out)
-    print(f"wrote {out}")
+    root = Path(__file__).resolve().parent.parent
+    for notebook, path in ((build(), root / "inference.ipynb"), (build_plots(), root / "notebooks" / "plots.ipynb")):
+        path.parent.mkdir(exist_ok=True)
+        nbformat.write(notebook, path)
+        print(f"wrote {path}")

@@ -1,0 +1,54 @@
+"""Every `python -m` command in the READMEs' code blocks names a module whose --help works, and every
+image or video the READMEs link exists."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+READMES = sorted(p for p in [REPO / "README.md", *REPO.glob("*/README.md")] if ".git" not in p.parts)
+
+
+def _code_blocks(text: str) -> list[str]:
+    return re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+
+
+def _modules() -> list[str]:
+    found = set()
+    for readme in READMES:
+        for block in _code_blocks(readme.read_text()):
+            for line in block.splitlines():
+                match = re.search(r"(?:^|\s)python -m ([\w.]+)", line.strip())
+                if match and line.strip().split()[0] in ("python", "OMP_NUM_THREADS=1", "MUJOCO_GL=egl") and \
+                        match.group(1) not in ("pytest", "pip", "ipykernel"):
+                    found.add(match.group(1))
+    return sorted(found)
+
+
+def test_readmes_exist_and_have_commands():
+    assert REPO / "README.md" in READMES
+    assert {"adaptive_bc.train_offline", "spot.train_online"} <= set(_modules())
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_module_help_works(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout.lower()
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
+def test_linked_images_and_videos_exist(readme):
+    text = readme.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)  # markdown images
+    links += re.findall(r'(?:src|href)="([^"]+\.(?:png|mp4|gif|jpg|svg|webm))"', text)  # html
+    links += re.findall(r"\]\(([^)\s]+\.(?:png|mp4|gif|jpg|svg|webm))\)", text)  # plain links to media
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        assert (readme.parent / link).is_file(), f"{readme.relative_to(REPO)} links {link}, which does not exist"

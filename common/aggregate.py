@@ -223,6 +223,17 @@ def aggregate(trials: list[Trial], reps: int = 5000, confidence: float = 0.95, s
     return results, notes
 
 
+def trials_for_cli(parser: argparse.ArgumentParser, run_dirs, include_unfinished: bool):
+    """load_labeled_trials for a command line: a bad folder or no finished run exits with a message."""
+    try:
+        trials, notes = load_labeled_trials(run_dirs, include_unfinished)
+    except FileNotFoundError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if not trials:
+        parser.exit(2, "error: no finished runs among the given folders (see --include-unfinished)\n")
+    return trials, notes
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="run folders, folders holding them, or LABEL=PATH")
@@ -233,12 +244,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--include-unfinished", action="store_true",
                         help="count a run still training with its latest evaluation as final")
     args = parser.parse_args(argv)
-    try:
-        trials, notes = load_labeled_trials(args.run_dirs, args.include_unfinished)
-    except FileNotFoundError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    if not trials:
-        parser.exit(2, "error: no finished runs among the given folders (see --include-unfinished)\n")
+    trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
     results, matrix_notes = aggregate(trials, args.reps, args.confidence, args.seed)
     notes += matrix_notes
     out = Path(args.out_dir)

@@ -117,6 +117,16 @@ def render_video(run: Run, agent) -> Path | None:
     return path
 
 
+def _finish(run: Run, agent, step: int, logger: RunLogger, extra: dict | None = None) -> Path:
+    """Writes checkpoints/<phase>.pt, drops last.pt (the run is complete) and renders the video if asked."""
+    final = save_checkpoint(run.checkpoint_dir / f"{run.phase}.pt", run.payload(
+        kind="agent", step=step, agent=agent.state_dict(), logger_offset=logger.offset(), **(extra or {})))
+    (run.checkpoint_dir / "last.pt").unlink(missing_ok=True)
+    if run.cfg.video:
+        render_video(run, agent)
+    return final
+
+
 class _MeanTracker:
     """Means of the update metrics since the last evaluation; raises on a non-finite value.
 
@@ -202,13 +212,7 @@ def train_offline(run: Run, agent, buffer: ReplayBuffer, stages: list[tuple[str,
                         updaters={n: u.state_dict() for n, u in updaters.items()}, buffer=buffer.state_dict(),
                         rng=torch_rng_state(), logger_offset=logger.offset(), tracker=tracker.state_dict()))
             begin = end
-        final = save_checkpoint(run.checkpoint_dir / "offline.pt", run.payload(
-            kind="agent", step=step, agent=agent.state_dict(), logger_offset=logger.offset(),
-            **(final_extra() if final_extra else {})))
-        (run.checkpoint_dir / "last.pt").unlink(missing_ok=True)
-        if cfg.video:
-            render_video(run, agent)
-        return final
+        return _finish(run, agent, step, logger, final_extra() if final_extra else {})
     finally:
         logger.close()
         evaluator.close()
@@ -311,12 +315,7 @@ def train_online(run: Run, agent, buffer: ReplayBuffer, *, updates_per_step: int
                         hooks=hooks.state() if hooks.state else {}))
             else:
                 obs = next_obs
-        final = save_checkpoint(run.checkpoint_dir / "online.pt", run.payload(
-            kind="agent", step=step, agent=agent.state_dict(), logger_offset=logger.offset()))
-        (run.checkpoint_dir / "last.pt").unlink(missing_ok=True)
-        if cfg.video:
-            render_video(run, agent)
-        return final
+        return _finish(run, agent, step, logger)
     finally:
         logger.close()
         evaluator.close()

@@ -1,0 +1,172 @@
+"""The quality protocol's report: finals, the early-online dip and wall time, per run and per cell.
+
+  python -m benchmarks.quality runs/sweeps/quality runs/sweeps/quality-naive --out benchmarks/results/quality.md
+  python -m benchmarks.quality runs/sweeps/quality/spot/halfcheetah-medium-gen/seed0/online      # run folders
+  python -m benchmarks.quality adaptive_bc_naive=runs/naive-online/adaptive_bc ...                # LABEL=PATH
+
+Arguments are read like common.aggregate's (sweep roots label runs by their algorithm folders, so
+`adaptive_bc_naive` is its own row; LABEL=PATH relabels; unfinished phases are left out unless
+--include-unfinished). Metrics (normalized score ×100; see benchmarks/quality.md):
+
+  offline final   the offline phase's last evaluation (final, not best)
+  online final    the online phase's last evaluation
+  dip (eval)      the lowest evaluation with 0 < step <= 0.2 · online_steps (step 0, the unchanged
+                  pretrained policy, is left out: it measures the offline policy, not fine-tuning)
+  dip (episode)   the lowest online/episode_normalized_score of a training episode ending at a step
+                  <= 0.2 · online_steps (exploration noise included, so usually below the eval dip)
+  wall            per phase, mtime(checkpoints/<phase>.pt, else metrics.jsonl) − mtime(config.yaml):
+                  config.yaml is written when the phase (re)starts, after the dataset is loaded, so a
+                  resumed phase counts its last segment only (marked *, from the sweep's <phase>.log).
+                  Copying run folders without keeping mtimes (cp without -p) spoils this column.
+
+Cells are mean ± std over seeds (std with ddof=0, as common.plots.results_table); `n` counts the seeds
+that have the value.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from common.aggregate import trials_for_cli
+from common.plots import SCORE, Trial
+
+DIP_FRACTION = 0.2
+EPISODE_SCORE = "online/episode_normalized_score"
+COLUMNS = ("offline_final", "online_final", "dip_eval", "dip_episode", "wall_offline_min", "wall_online_min")
+HEADERS = ("offline final", "online final", "dip (eval)", "dip (episode)", "wall offline [min]",
+           "wall online [min]")
+
+
+@dataclasses.dataclass
+class RunQuality:
+    algo: str
+    dataset: str
+    seed: int
+    offline_final: float | None
+    online_final: float | None
+    dip_eval: float | None
+    dip_episode: float | None
+    wall_offline_min: float | None
+    wall_online_min: float | None
+    resumed: tuple[str, ...] = ()  # phases whose wall time covers the last segment only
+
+
+def online_budget(trial: Trial) -> int | None:
+    """The online run's configured online_steps (the planned budget, not the last step logged)."""
+    if trial.online_dir is None:
+        return None
+    config = yaml.safe_load((trial.online_dir / "config.yaml").read_text()) or {}
+    return int(config["online_steps"]) if config.get("online_steps") is not None else None
+
+
+def dips(trial: Trial, fraction: float = DIP_FRACTION) -> tuple[float | None, float | None]:
+    """(lowest eval score with 0 < step <= fraction · online_steps, lowest training-episode score in that window)."""
+    budget = online_budget(trial)
+    if budget is None:
+        return None, None
+    limit = fraction * budget
+    evals = [r[SCORE] for r in trial.online if SCORE in r and 0 < r["step"] <= limit]
+    episodes = [r[EPISODE_SCORE] for r in trial.online if EPISODE_SCORE in r and r["step"] <= limit]
+    return (float(min(evals)) if evals else None), (float(min(episodes)) if episodes else None)
+
+
+def wall_minutes(run_dir: Path | None, phase: str) -> float | None:
+    """Minutes from config.yaml's mtime to the final checkpoint's (or metrics.jsonl's, if unfinished)."""
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return None
+    end = run_dir / "checkpoints" / f"{phase}.pt"
+    end = end if end.is_file() else run_dir / "metrics.jsonl"
+    return (end.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0
+
+
+def was_resumed(run_dir: Path | None, phase: str) -> bool:
+    """A sweep trial's <trial>/<phase>.log holds one `=== <time> on <host>: <command>` line per start."""
+    if run_dir is None:
+        return False
+    log = run_dir.parent / f"{phase}.log"
+    if not log.is_file():
+        return False
+    return sum(line.startswith("=== ") for line in log.read_text(errors="replace").splitlines()) > 1
+
+
+def run_quality(trial: Trial) -> RunQuality:
+    dip_eval, dip_episode = dips(trial)
+    resumed = tuple(p for p, d in (("offline", trial.offline_dir), ("online", trial.online_dir)) if was_resumed(d, p))
+    return RunQuality(trial.algo, trial.dataset, trial.seed, trial.final("offline"),
+                      trial.final("online") if trial.online else None, dip_eval, dip_episode,
+                      wall_minutes(trial.offline_dir, "offline"), wall_minutes(trial.online_dir, "online"), resumed)
+
+
+def mean_std(values: list[float | None]) -> tuple[float, float, int] | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return float(np.mean(present)), float(np.std(present)), len(present)
+
+
+def summarize(runs: list[RunQuality]) -> dict[tuple[str, str], dict[str, tuple[float, float, int] | None]]:
+    """(algo, dataset) -> column -> (mean, std, n) over seeds, or None when no seed has the value."""
+    groups: dict[tuple[str, str], list[RunQuality]] = defaultdict(list)
+    for run in runs:
+        groups[(run.algo, run.dataset)].append(run)
+    return {key: {c: mean_std([getattr(r, c) for r in members]) for c in COLUMNS}
+            for key, members in sorted(groups.items())}
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _stat(stat: tuple[float, float, int] | None) -> str:
+    return "–" if stat is None else f"{stat[0]:.1f} ± {stat[1]:.1f}"
+
+
+def markdown(runs: list[RunQuality], notes: list[str] = ()) -> str:
+    lines = ["# Quality protocol results", "",
+             "Normalized score ×100 (regenerated datasets). Final = last evaluation of the phase, not the best. "
+             f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
+             "training episodes with exploration noise (dip (episode)). Wall = config.yaml → final checkpoint "
+             "mtime per phase (* resumed: last segment only).", "",
+             "## Mean ± std over seeds", "",
+             "| algorithm | dataset | seeds | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 3) + "|"]
+    for (algo, dataset), stats in summarize(runs).items():
+        seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})
+        lines.append(f"| {algo} | {dataset} | {seeds} | " + " | ".join(_stat(stats[c]) for c in COLUMNS) + " |")
+    lines += ["", "## Per run", "", "| algorithm | dataset | seed | " + " | ".join(HEADERS) + " |",
+              "|---" * (len(HEADERS) + 3) + "|"]
+    for r in sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)):
+        cells = [_cell(getattr(r, c)) for c in COLUMNS]
+        for i, phase in ((4, "offline"), (5, "online")):
+            if phase in r.resumed and cells[i] != "–":
+                cells[i] += "*"
+        lines.append(f"| {r.algo} | {r.dataset} | {r.seed} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "## Left out", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[RunQuality]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", help="sweep roots, run folders, folders holding them, or LABEL=PATH")
+    parser.add_argument("--out", help="write the markdown here too (it is always printed)")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="report phases still training (their latest evaluation counts as final)")
+    args = parser.parse_args(argv)
+    trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
+    runs = [run_quality(t) for t in trials]
+    text = markdown(runs, notes)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return runs
+
+
+if __name__ == "__main__":
+    main()

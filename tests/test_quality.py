@@ -1,0 +1,181 @@
+"""The quality protocol: the report's numbers on hand-made runs, the two sweep files, and the naive
+baseline's overrides reaching the agents (tiny in-process runs)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmarks import quality
+from common import sweep
+from common.checkpoint import load_checkpoint
+from common.logging import read_metrics
+from conftest import REPO, write_d4rl_file
+
+SCORE = "eval/normalized_score"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report on synthetic runs
+
+
+def write_run(run_dir: Path, config: dict, records: list[dict], finished: bool, start: float, end: float) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.utime(run_dir / "config.yaml", (start, start))
+    os.utime(run_dir / "metrics.jsonl", (end - 1, end - 1))
+    if finished:
+        final = run_dir / "checkpoints" / f"{config['phase']}.pt"
+        final.write_text("final")
+        os.utime(final, (end, end))
+
+
+def write_trial(root: Path, algo: str, seed: int, offline_scores: list[float], online: list[dict],
+                offline_minutes: float, online_minutes: float, online_finished: bool = True) -> Path:
+    """<root>/<algo>/ds/seed<k>/{offline,online}; offline evals every 10 steps; online_steps 100."""
+    trial = root / algo / "ds" / f"seed{seed}"
+    offline = [{"phase": "offline", "step": 10 * (i + 1), SCORE: s} for i, s in enumerate(offline_scores)]
+    base = {"algo": "pkg", "dataset": "shared:ds.hdf5", "seed": seed, "online_steps": 100}
+    t0 = 1_000_000.0
+    write_run(trial / "offline", {**base, "phase": "offline"}, offline, True, t0, t0 + 60 * offline_minutes)
+    write_run(trial / "online", {**base, "phase": "online",
+                                 "offline_checkpoint": str(trial / "offline" / "checkpoints" / "offline.pt")},
+              [{"phase": "online", **r} for r in online], online_finished, t0 + 1000, t0 + 1000 + 60 * online_minutes)
+    return trial
+
+
+def ev(step: int, score: float) -> dict:
+    return {"step": step, SCORE: score}
+
+
+def episode(step: int, score: float) -> dict:
+    return {"step": step, "online/episode_normalized_score": score, "online/episode_return": 1.0}
+
+
+@pytest.fixture
+def sweep_root(tmp_path) -> Path:
+    root = tmp_path / "quality"
+    root.mkdir()
+    (root / "sweep.yaml").write_text("seeds: 2\n")  # a sweep root: the algorithm folders label the runs
+    # seed 0: step 0 (5.0) is below everything but is not in the dip window (0, 20]; 25 is past it.
+    write_trial(root, "alg", 0, [30.0, 40.0], [ev(0, 5.0), episode(8, 12.0), ev(10, 20.0), episode(20, 9.0),
+                                               ev(20, 35.0), episode(21, 1.0), ev(25, 2.0), ev(100, 60.0)], 2.0, 3.0)
+    # seed 1: final is the last evaluation (50), not the best (90); the dip is 10 at step 20
+    write_trial(root, "alg", 1, [44.0], [ev(0, 50.0), ev(10, 30.0), episode(15, 7.0), ev(20, 10.0),
+                                         ev(50, 90.0), ev(100, 50.0)], 4.0, 5.0)
+    return root
+
+
+def test_per_run_metrics_are_final_dips_and_wall_time(sweep_root):
+    runs = {r.seed: r for r in quality.main([str(sweep_root)])}
+    assert {r.algo for r in runs.values()} == {"alg"}  # labelled by the folder, not the config's "pkg"
+    r0, r1 = runs[0], runs[1]
+    assert (r0.offline_final, r0.online_final, r0.dip_eval, r0.dip_episode) == (40.0, 60.0, 20.0, 9.0)
+    assert (r1.offline_final, r1.online_final, r1.dip_eval, r1.dip_episode) == (44.0, 50.0, 10.0, 7.0)
+    assert r0.wall_offline_min == pytest.approx(2.0) and r0.wall_online_min == pytest.approx(3.0)
+    assert r1.wall_offline_min == pytest.approx(4.0) and r1.wall_online_min == pytest.approx(5.0)
+
+
+def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
+    out = tmp_path / "report" / "quality.md"
+    quality.main([str(sweep_root), "--out", str(out)])
+    text = out.read_text()
+    # offline 40, 44 -> 42 ± 2; online 60, 50 -> 55 ± 5; dip 20, 10 -> 15 ± 5; episode dip 9, 7 -> 8 ± 1;
+    # wall offline 2, 4 min -> 3 ± 1; online 3, 5 -> 4 ± 1 (std with ddof=0)
+    assert "| alg | shared:ds.hdf5 | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 | 15.0 ± 5.0 | 8.0 ± 1.0 | 3.0 ± 1.0 | 4.0 ± 1.0 |" in text
+    assert "| alg | shared:ds.hdf5 | 0 | 40.0 | 60.0 | 20.0 | 9.0 | 2.0 | 3.0 |" in text
+    assert "| alg | shared:ds.hdf5 | 1 | 44.0 | 50.0 | 10.0 | 7.0 | 4.0 | 5.0 |" in text
+
+
+def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked(sweep_root):
+    write_trial(sweep_root, "alg", 2, [10.0], [ev(0, 1.0), ev(10, 3.0)], 1.0, 1.0, online_finished=False)
+    (sweep_root / "alg" / "ds" / "seed2" / "online.log").write_text("=== t1 on h: cmd\nx\n=== t2 on h: cmd\n")
+    runs = {r.seed: r for r in quality.main([str(sweep_root)])}
+    assert runs[2].online_final is None and runs[2].dip_eval is None and runs[2].offline_final == 10.0
+    runs = {r.seed: r for r in quality.main([str(sweep_root), "--include-unfinished"])}
+    assert runs[2].online_final == 3.0 and runs[2].dip_eval == 3.0 and runs[2].resumed == ("online",)
+    # the unfinished run's wall time ends at metrics.jsonl's mtime (1 min - 1 s)
+    assert runs[2].wall_online_min == pytest.approx(1.0 - 1 / 60)
+    assert "| alg | shared:ds.hdf5 | 2 | 10.0 | 3.0 | 3.0 | – | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sweep files
+
+
+def test_quality_sweeps_expand_to_twin_trials_differing_only_by_the_naive_override(tmp_path):
+    main = sweep.load_sweep(REPO / "configs/sweeps/quality.yaml", root=str(tmp_path / "q"), cwd=REPO)
+    naive = sweep.load_sweep(REPO / "configs/sweeps/quality-naive.yaml", root=str(tmp_path / "n"), cwd=REPO)
+    datasets = ["halfcheetah-medium-gen", "halfcheetah-medium-replay-gen", "hopper-medium-gen",
+                "hopper-medium-replay-gen"]
+    assert len(main) == len(naive) == 3 * 4 * 2
+    assert [t.dataset for t in main[:8:2]] == datasets and {t.seed for t in main} == {0, 1, 2}
+    switch_off = {"adaptive_bc": ["--alpha_max", "0.0"], "spot": ["--lambd", "0.0"]}
+    for method, twin in zip(main, naive):
+        module = method.algo
+        assert twin.algo == f"{module}_naive" and (twin.dataset, twin.seed) == (method.dataset, method.seed)
+        assert twin.commands["online"][2] == f"{module}.train_online" and twin.cpus == 1
+        for phase in sweep.PHASES:
+            # the same command apart from the folders, and the naive key online only
+            expected = [a.replace(str(tmp_path / "q" / module), str(tmp_path / "n" / twin.algo))
+                        for a in method.commands[phase]]
+            expected += switch_off[module] if phase == "online" else []
+            assert twin.commands[phase] == expected
+        off = dict(zip(method.commands["offline"][3::2], method.commands["offline"][4::2]))
+        on = dict(zip(method.commands["online"][3::2], method.commands["online"][4::2]))
+        assert off["--dataset"] == f"shared:{method.dataset}.hdf5"
+        assert (off["--offline_steps"], on["--online_steps"], on["--eval_episodes"]) == ("10000", "10000", "5")
+        assert (off["--eval_every"], on["--eval_every"]) == ("2500", "500")
+        if module == "adaptive_bc":
+            assert (on["--utd"], on["--prefill_fraction"], on["--prefill_min"]) == ("2", "0.0", "2000")
+        else:
+            assert off["--vae_steps"] == on["--vae_steps"] == "5000"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The naive overrides reach the agents
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    path = tmp_path / "tiny-hopper.hdf5"
+    write_d4rl_file(path, episodes=[(40, "terminal"), (60, "timeout"), (30, "terminal")], next_obs=True)
+    return path
+
+
+COMMON = ["--batch_size", "16", "--eval_episodes", "1", "--wandb_mode", "disabled", "--threads", "1"]
+
+
+def test_adaptive_bc_alpha_max_0_gives_alpha_0_online(tmp_path, tiny_data):
+    from adaptive_bc import train_offline, train_online
+
+    offline = train_offline.main(["--dataset", str(tiny_data), "--run_dir", str(tmp_path / "off"), "--offline_steps",
+                                  "20", "--eval_every", "10", "--num_critics", "2", "--hidden_dim", "32", *COMMON])
+    assert load_checkpoint(offline)["agent"]["alpha"] == 0.4  # pretrained with the BC term
+    online = train_online.main(["--checkpoint", str(offline), "--run_dir", str(tmp_path / "on"), "--alpha_max", "0",
+                                "--online_steps", "30", "--eval_every", "10", "--utd", "1", "--prefill_min", "64",
+                                *COMMON])
+    alphas = [(r["step"], r["train/alpha"]) for r in read_metrics(tmp_path / "on" / "metrics.jsonl")
+              if "train/alpha" in r]
+    assert alphas[0] == (0, 0.0) and {a for _, a in alphas} == {0.0} and len(alphas) >= 4
+    assert load_checkpoint(online)["agent"]["alpha"] == 0.0
+
+
+def test_spot_lambd_0_gives_lambda_0_online(tmp_path, tiny_data):
+    from spot import train_offline, train_online
+
+    offline = train_offline.main(["--dataset", str(tiny_data), "--run_dir", str(tmp_path / "off"), "--offline_steps",
+                                  "20", "--eval_every", "10", "--vae_steps", "20", "--vae_hidden", "32",
+                                  "--hidden_dim", "32", *COMMON])
+    assert load_checkpoint(offline)["agent"]["lambd"] > 0  # the checkpoint's λ is not the one used online
+    online = train_online.main(["--checkpoint", str(offline), "--run_dir", str(tmp_path / "on"), "--lambd", "0",
+                                "--online_steps", "30", "--eval_every", "10", *COMMON])
+    evals = [r for r in read_metrics(tmp_path / "on" / "metrics.jsonl") if SCORE in r]
+    assert [r["step"] for r in evals] == [0, 10, 20, 30]
+    np.testing.assert_array_equal([r["train/lambda"] for r in evals], 0.0)
+    assert load_checkpoint(online)["agent"]["lambd"] == 0.0

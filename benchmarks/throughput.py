@@ -3,6 +3,7 @@
     python -m benchmarks.throughput                 # markdown table, 1 thread
     python -m benchmarks.throughput --threads 2 --json
     python -m benchmarks.throughput --compile       # torch.compile the networks first
+    python -m benchmarks.throughput --threads 2 --profile spot_update   # where one kind of update's time goes
 
 Each measurement: warm-up, then `--repeats` timed repeats; we report the median rate and the
 min–max spread. The ceiling is fp32 1024x1024 matmul GFLOP/s at the same thread count, measured in
@@ -79,7 +80,7 @@ def make_agents(device, compile_: bool):
     spot = SpotAgent(OBS, ACT, 1.0, spot_cfg, device)
     vae = VaeTrainer(spot.vae, spot.normalizer, lr=spot_cfg.vae_lr, beta=spot_cfg.beta)
     if compile_:
-        for obj in (bc, spot):
+        for obj in (bc, spot, vae):  # the VAE trainer holds its own reference to the VAE
             compile_modules(obj)
     return bc, spot, vae
 
@@ -98,44 +99,81 @@ def online_step_fn(agent, buf, env, utd: int, rng):
     return step
 
 
-def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -> dict:
-    set_threads(threads)  # also keeps freed memory in-process (see common.utils.reuse_freed_memory)
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    ceiling = matmul_ceiling(repeats)
+def workloads(dev, compile_: bool, scale: float) -> tuple[dict, object]:
+    """name -> (fn, calls per repeat, minimum FLOPs per call), and the evaluator's policy."""
     bc, spot, vae = make_agents(dev, compile_)
     buf = random_buffer(dev)
     rng = np.random.default_rng(0)
     env = make_env(ENV_ID, seed=0)
     n = lambda k: max(1, int(k * scale))  # noqa: E731
     bc_utd = bc.cfg.utd
-    spot.vae.requires_grad_(False)
+
+    def spot_update():
+        if spot.vae.encoder[0].weight.requires_grad:  # after the VAE workload: frozen, as in the policy stage
+            spot.vae.requires_grad_(False)
+        spot.update(buf.sample(BATCH))
+
     specs = {
         "adaptive_bc_update": (lambda: bc.update(buf.sample(BATCH)), n(60), flops.adaptive_bc_update(OBS, ACT)),
         "adaptive_bc_online_env_step": (online_step_fn(bc, buf, env, bc_utd, rng), n(6),
                                         bc_utd * flops.adaptive_bc_update(OBS, ACT) + flops.actor_forward(OBS, ACT)),
         "spot_vae_update": (lambda: vae.update(buf.sample(BATCH)), n(60), flops.spot_vae_update(OBS, ACT)),
-        "spot_update": (lambda: spot.update(buf.sample(BATCH)), n(100), flops.spot_policy_update(OBS, ACT)),
+        "spot_update": (spot_update, n(100), flops.spot_policy_update(OBS, ACT)),
         "spot_online_env_step": (online_step_fn(spot, buf, env, 1, rng), n(100),
                                  flops.spot_policy_update(OBS, ACT) + flops.actor_forward(OBS, ACT)),
     }
+    return specs, bc.act
+
+
+def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -> dict:
+    set_threads(threads)  # also keeps freed memory in-process (see common.utils.reuse_freed_memory)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    ceiling = matmul_ceiling(repeats)
+    specs, policy = workloads(dev, compile_, scale)
     updates = {}
     for name, (fn, count, flop) in specs.items():
-        if name == "spot_update":
-            spot.vae.requires_grad_(False)  # the VAE is frozen in the policy stage
         result = measure(fn, count, warmup=max(3, count // 10) + (20 if compile_ else 0), repeats=repeats)
         gflops = result["per_s"] * flop / 1e9
         updates[name] = {**result, "gflop_per_update": flop / 1e9, "gflops": gflops,
                          "fraction_of_ceiling": gflops / ceiling}
-    env.close()
     evaluator = Evaluator(ENV_ID, 10)
     start = time.perf_counter()
-    result = evaluator.run(bc.act, seed=0)
+    result = evaluator.run(policy, seed=0)
     elapsed = time.perf_counter() - start
     evaluator.close()
     evaluation = {"episodes": 10, "episodes_per_s": 10 / elapsed, "env_steps_per_s": float(result.lengths.sum()) / elapsed}
     return {"ceiling_gflops": ceiling, "threads": threads, "device": device, "compile": compile_,
             "torch": torch.__version__, "updates": updates, "evaluation": evaluation}
+
+
+def profile(name: str, threads: int, device: str, compile_: bool, calls: int, rows: int = 25) -> str:
+    """torch.profiler over `calls` calls of one workload: the ops that take the time, and the share of
+    matmul kernels (the part the FLOP count covers) in the total."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    set_threads(threads)
+    torch.manual_seed(0)
+    specs, _ = workloads(torch.device(device), compile_, 1.0)
+    if name not in specs:
+        raise SystemExit(f"--profile: unknown workload {name!r}; choose from {', '.join(specs)}")
+    fn = specs[name][0]
+    for _ in range(10 + (20 if compile_ else 0)):
+        fn()
+    start = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    table = events.table(sort_by="self_cpu_time_total", row_limit=rows)
+    return (f"{name}: {calls} calls, {threads} threads, {wall / calls * 1e3:.2f} ms per call under the profiler; "
+            f"matmul ops (self time) {100 * matmul / total:.0f}% of op time\n{table}")
+
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
 def markdown(report: dict) -> str:
@@ -159,8 +197,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the calls per repeat (quick runs: 0.1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--profile", metavar="NAME", help="profile one workload (e.g. spot_update) instead")
+    parser.add_argument("--calls", type=int, default=50, help="calls profiled with --profile")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.profile:
+        print(profile(args.profile, args.threads, args.device, args.compile, args.calls))
+        return None
     report = run(args.threads, args.device, args.compile, args.repeats, args.scale)
     print(json.dumps(report) if args.json else markdown(report))
     return report

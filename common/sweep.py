@@ -4,6 +4,7 @@
   python -m common.sweep configs/sweeps/paper.yaml --num-cpus 8       # local Ray, 8 CPUs
   python -m common.sweep configs/sweeps/paper.yaml --address auto     # a cluster (`ray start --head` first)
   python -m common.sweep configs/sweeps/paper.yaml --dry-run          # print the trials and commands
+  python -m common.sweep configs/sweeps/paper.yaml --datasets hopper-medium --seeds 0,1   # a part of it
 
 A trial is one Ray task holding `resources.cpus` CPUs (and `resources.gpus`, a fraction is fine); it
 runs the training scripts as subprocesses with `--threads` = its CPUs and OMP_NUM_THREADS set:
@@ -14,7 +15,8 @@ runs the training scripts as subprocesses with `--threads` = its CPUs and OMP_NU
   <root>/<algo>/<dataset>/seed<k>/status.json   what the trial is doing (read by the live summary)
 
 Rerunning the same sweep skips every phase whose final checkpoint (offline.pt / online.pt) exists and
-reruns the others with the same command, which resumes them from their last.pt. A failed trial is
+reruns the others with the same command, which resumes them from their last.pt (so a part of a sweep,
+chosen with --algos / --datasets / --seeds, can run first and the rest later into the same root). A failed trial is
 reported with its log and does not stop the others; the exit code is 1 if any trial failed.
 
 On a cluster, --root, the repository and the datasets must be at the same paths on every node (a
@@ -73,12 +75,22 @@ class Trial:
     gpus: float
     env: dict[str, str]  # extra environment variables of the training processes
     cwd: str
+    # `offline_from`: the trial (name) whose offline run this one fine-tunes; it has no offline phase of its own
+    offline_source: str | None = None
+    offline_source_dir: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.algo}/{self.dataset}/seed{self.seed}"
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this trial runs itself."""
+        return tuple(p for p in PHASES if p in self.commands)
+
     def run_dir(self, phase: str) -> Path:
+        if phase == "offline" and self.offline_source_dir:
+            return Path(self.offline_source_dir) / phase
         return Path(self.trial_dir) / phase
 
     def final_checkpoint(self, phase: str) -> Path:
@@ -90,7 +102,7 @@ class Trial:
 
 TOP_KEYS = {"root", "seeds", "datasets", "algorithms", "overrides", "offline_overrides", "online_overrides",
             "resources", "env"}
-ALGO_KEYS = {"module", "overrides", "offline_overrides", "online_overrides", "resources", "env"}
+ALGO_KEYS = {"module", "overrides", "offline_overrides", "online_overrides", "resources", "env", "offline_from"}
 DATASET_KEYS = {"name", "config", "dataset", "overrides"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 
@@ -213,27 +225,33 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
     base_resources = _resources(spec.get("resources"), "resources")
     base_env = {str(k): str(v) for k, v in _mapping(spec.get("env"), "env").items()}
 
+    algorithms = {algo: _mapping(algo_spec, f"algorithms.{algo}", ALGO_KEYS) for algo, algo_spec in algorithms.items()}
+    _check_offline_from(algorithms)
+
     trials = []
     for seed in seeds:
         for data in datasets:
             for algo, algo_spec in algorithms.items():
                 where = f"algorithms.{algo}"
-                algo_spec = _mapping(algo_spec, where, ALGO_KEYS)
                 module = str(algo_spec.get("module") or algo)
+                source = algo_spec.get("offline_from")
                 resources = _resources(algo_spec.get("resources"), f"{where}.resources", base_resources)
                 algo_env = _mapping(algo_spec.get("env"), f"{where}.env")
                 env = {**base_env, **{str(k): str(v) for k, v in algo_env.items()}}
                 trial_dir = root_dir / algo / data["name"] / f"seed{seed}"
                 threads = max(1, int(resources["cpus"]))
+                source_dir = root_dir / source / data["name"] / f"seed{seed}" if source else None
                 commands = {}
                 for phase in PHASES:
+                    if phase == "offline" and source:
+                        continue
                     overrides = {"device": "cuda" if resources["gpus"] > 0 else "cpu", **shared[phase],
                                  **_overrides(algo_spec.get("overrides"), f"{where}.overrides"),
                                  **_overrides(algo_spec.get(f"{phase}_overrides"), f"{where}.{phase}_overrides"),
                                  **data["overrides"]}
                     argv = ["python", "-m", f"{module}.train_{phase}"]  # run with the worker's interpreter
                     if phase == "online":
-                        argv += ["--checkpoint", str(trial_dir / "offline" / "checkpoints" / "offline.pt")]
+                        argv += ["--checkpoint", str((source_dir or trial_dir) / "offline" / "checkpoints" / "offline.pt")]
                     if data["config"]:
                         config = data["config"].replace("{algo}", module)  # variants share their package's configs
                         if not Path(config).is_file():
@@ -247,8 +265,51 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
                         argv += [f"--{key}", value]
                     commands[phase] = argv
                 trials.append(Trial(algo, data["name"], seed, str(trial_dir), commands, resources["cpus"],
-                                    resources["gpus"], env, str(cwd)))
+                                    resources["gpus"], env, str(cwd),
+                                    offline_source=f"{source}/{data['name']}/seed{seed}" if source else None,
+                                    offline_source_dir=str(source_dir) if source else None))
     return trials
+
+
+def _check_offline_from(algorithms: dict[str, dict]) -> None:
+    """`offline_from` must name an algorithm listed before this one (so sources are submitted first) that
+    runs its own offline phase with the same package (its checkpoint must load into this one's agent)."""
+    names = list(algorithms)
+    for index, (algo, spec) in enumerate(algorithms.items()):
+        source = spec.get("offline_from")
+        if source is None:
+            continue
+        where = f"algorithms.{algo}.offline_from"
+        if source not in names[:index]:
+            raise SweepError(f"{where}: {source!r} is not an algorithm listed before {algo!r} in this sweep "
+                             f"(listed before it: {', '.join(names[:index]) or 'none'})")
+        if algorithms[source].get("offline_from"):
+            raise SweepError(f"{where}: {source!r} itself takes its offline run from another algorithm; "
+                             f"name that one ({algorithms[source]['offline_from']!r})")
+        modules = [str(algorithms[a].get("module") or a) for a in (algo, source)]
+        if modules[0] != modules[1]:
+            raise SweepError(f"{where}: {algo!r} runs {modules[0]} but {source!r} runs {modules[1]}; an offline "
+                             f"checkpoint only loads into its own algorithm")
+        if "offline_overrides" in spec:
+            raise SweepError(f"{where}: {algo!r} has no offline phase of its own, so offline_overrides would be "
+                             f"ignored; put them on {source!r}")
+
+
+def select_trials(trials: list[Trial], algos: str | None = None, datasets: str | None = None,
+                  seeds: str | None = None) -> list[Trial]:
+    """The trials whose algorithm, dataset and seed are in the given comma-separated lists (None: all), so
+    part of a sweep can run first (e.g. one dataset) and the rest later into the same root."""
+    wanted = {}
+    for field, text in (("algo", algos), ("dataset", datasets), ("seed", seeds)):
+        if text is None:
+            continue
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        known = sorted({str(getattr(t, field)) for t in trials}, key=str)
+        unknown = [v for v in values if v not in known]
+        if unknown or not values:
+            raise SweepError(f"no {field} {', '.join(unknown) or repr(text)} in this sweep; it has: {', '.join(known)}")
+        wanted[field] = set(values)
+    return [t for t in trials if all(str(getattr(t, f)) in v for f, v in wanted.items())]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,8 +366,9 @@ def _trial_lock(trial: Trial, wait_s: float):
         os.close(fd)
 
 
-def run_trial(trial: Trial, sweep_id: str = "", lock_wait_s: float = LOCK_WAIT_S) -> dict[str, Any]:
-    """Runs the phases whose final checkpoint is missing; returns {"name", "status": done|failed, ...}."""
+def run_trial(trial: Trial, sweep_id: str = "", lock_wait_s: float = LOCK_WAIT_S, *after: Any) -> dict[str, Any]:
+    """Runs the phases whose final checkpoint is missing; returns {"name", "status": done|failed, ...}.
+    `after`: results of trials this one waits for (Ray starts the task once they are done)."""
     result: dict[str, Any] = {"name": trial.name, "trial_dir": trial.trial_dir, "ran": []}
     Path(trial.trial_dir).mkdir(parents=True, exist_ok=True)
     cwd = trial.cwd if Path(trial.cwd).is_dir() else str(REPO_ROOT)
@@ -317,6 +379,11 @@ def run_trial(trial: Trial, sweep_id: str = "", lock_wait_s: float = LOCK_WAIT_S
         for phase in PHASES:
             if trial.final_checkpoint(phase).exists():
                 continue
+            if phase not in trial.commands:  # offline_from: the source trial's offline run is missing
+                error = (f"the offline run this trial fine-tunes is missing: {trial.final_checkpoint(phase)} "
+                         f"(trial {trial.offline_source} failed or has not run; rerun the sweep with it)")
+                _write_status(trial, state="failed", phase=phase, sweep_id=sweep_id, error=error)
+                return {**result, "status": "failed", "phase": phase, "log": None, "error": error}
             log = trial.log_path(phase)
             _write_status(trial, state="running", phase=phase, sweep_id=sweep_id)
             started = time.time()
@@ -466,7 +533,9 @@ def _plan_text(trials: list[Trial]) -> str:
         state = ("done" if t.final_checkpoint("online").exists()
                  else "offline done" if t.final_checkpoint("offline").exists() else "to run")
         lines.append(f"{t.name}  [{state}]  cpus={t.cpus:g} gpus={t.gpus:g}")
-        for phase in PHASES:
+        if t.offline_source:
+            lines.append(f"  offline: the offline run of {t.offline_source} (runs first)")
+        for phase in t.phases:
             lines.append(f"  {phase}: {shlex.join(t.commands[phase])}")
     return "\n".join(lines)
 
@@ -507,6 +576,7 @@ def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | N
     try:
         remote = ray.remote(run_trial)
         refs = {}
+        submitted = {}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         for t in todo:
             reason = infeasible(t, nodes)
@@ -514,10 +584,14 @@ def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | N
                 results[t.name] = {"name": t.name, "status": "failed", "phase": None, "log": None, "error": reason}
                 print(f"FAILED   {t.name}: {reason}", file=out, flush=True)
                 continue
+            # A trial fine-tuning another's offline run starts when that trial is done; Ray holds no CPU
+            # for it meanwhile. (Sources come first in the list: load_sweep checks the order.)
+            after = [submitted[t.offline_source]] if t.offline_source in submitted else []
             # max_retries: a trial whose worker or node died is started again and resumes from last.pt.
             ref = remote.options(num_cpus=t.cpus, num_gpus=t.gpus, max_retries=2,
-                                 name=f"trial {t.name}").remote(t, sweep_id)
+                                 name=f"trial {t.name}").remote(t, sweep_id, LOCK_WAIT_S, *after)
             refs[ref] = t
+            submitted[t.name] = ref
         next_summary = time.time() + interval
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.1, min(next_summary - time.time(), 5.0)))
@@ -554,9 +628,12 @@ def main(argv=None) -> int:
     parser.add_argument("--root", help="folder of the trials (default: the sweep file's `root`)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between progress summaries")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and their commands, run nothing")
+    parser.add_argument("--algos", help="comma-separated: run only these algorithms of the sweep file")
+    parser.add_argument("--datasets", help="comma-separated: run only these datasets (their `name`s)")
+    parser.add_argument("--seeds", help="comma-separated: run only these seeds")
     args = parser.parse_args(argv)
     try:
-        trials = load_sweep(args.sweep, args.root)
+        trials = select_trials(load_sweep(args.sweep, args.root), args.algos, args.datasets, args.seeds)
     except SweepError as exc:
         parser.exit(2, f"error: {exc}\n")
     if args.dry_run:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -44,3 +45,16 @@ def test_throughput_json_report(capsys):
         assert entry["fraction_of_ceiling"] == pytest.approx(entry["per_s"] * entry["gflop_per_update"]
                                                              / report["ceiling_gflops"])
     assert report["evaluation"]["episodes_per_s"] > 0 and "evaluation" not in report["updates"]
+
+
+def test_throughput_profile_names_the_ops_and_the_matmul_share(capsys):
+    from benchmarks import throughput
+
+    throughput.main(["--profile", "spot_update", "--calls", "4"])
+    out = capsys.readouterr().out
+    share = re.search(r"spot_update: 4 calls, 1 threads, [\d.]+ ms per call under the profiler; matmul ops "
+                      r"\(self time\) (\d+)% of op time", out)
+    assert share and 0 < int(share.group(1)) < 100
+    assert "aten::addmm" in out and "aten::bernoulli_" in out  # the twin critics' layers; the actor's dropout
+    with pytest.raises(SystemExit, match="unknown workload 'spot'; choose from adaptive_bc_update"):
+        throughput.main(["--profile", "spot"])

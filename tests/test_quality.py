@@ -108,24 +108,26 @@ def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked
 # The sweep files
 
 
-def test_quality_sweeps_expand_to_twin_trials_differing_only_by_the_naive_override(tmp_path):
-    main = sweep.load_sweep(REPO / "configs/sweeps/quality.yaml", root=str(tmp_path / "q"), cwd=REPO)
-    naive = sweep.load_sweep(REPO / "configs/sweeps/quality-naive.yaml", root=str(tmp_path / "n"), cwd=REPO)
+def test_quality_sweep_expands_to_methods_and_naive_twins_differing_only_by_the_naive_override(tmp_path):
+    trials = sweep.load_sweep(REPO / "configs/sweeps/quality.yaml", root=str(tmp_path / "q"), cwd=REPO)
     datasets = ["halfcheetah-medium-gen", "halfcheetah-medium-replay-gen", "hopper-medium-gen",
                 "hopper-medium-replay-gen"]
-    assert len(main) == len(naive) == 3 * 4 * 2
-    assert [t.dataset for t in main[:8:2]] == datasets and {t.seed for t in main} == {0, 1, 2}
+    assert len(trials) == 3 * 4 * 4
+    assert [t.dataset for t in trials[:16:4]] == datasets and {t.seed for t in trials} == {0, 1, 2}
+    by_name = {t.name: t for t in trials}
+    main = [t for t in trials if not t.algo.endswith("_naive")]
     switch_off = {"adaptive_bc": ["--alpha_max", "0.0"], "spot": ["--lambd", "0.0"]}
-    for method, twin in zip(main, naive):
+    for method in main:
         module = method.algo
-        assert twin.algo == f"{module}_naive" and (twin.dataset, twin.seed) == (method.dataset, method.seed)
-        assert twin.commands["online"][2] == f"{module}.train_online" and twin.cpus == 1
-        for phase in sweep.PHASES:
-            # the same command apart from the folders, and the naive key online only
-            expected = [a.replace(str(tmp_path / "q" / module), str(tmp_path / "n" / twin.algo))
-                        for a in method.commands[phase]]
-            expected += switch_off[module] if phase == "online" else []
-            assert twin.commands[phase] == expected
+        twin = by_name[f"{module}_naive/{method.dataset}/seed{method.seed}"]
+        # the naive twin fine-tunes the method's own offline run: no offline phase, the same checkpoint
+        assert twin.phases == ("online",) and twin.offline_source == method.name and twin.cpus == 1
+        assert twin.final_checkpoint("offline") == method.final_checkpoint("offline")
+        assert twin.commands["online"][2] == f"{module}.train_online"
+        # the same online command apart from its run folder, and the naive key
+        expected = [a.replace(str(method.run_dir("online")), str(twin.run_dir("online")))
+                    for a in method.commands["online"]] + switch_off[module]
+        assert twin.commands["online"] == expected
         off = dict(zip(method.commands["offline"][3::2], method.commands["offline"][4::2]))
         on = dict(zip(method.commands["online"][3::2], method.commands["online"][4::2]))
         assert off["--dataset"] == f"shared:{method.dataset}.hdf5"

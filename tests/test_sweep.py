@@ -173,6 +173,15 @@ def test_sweep_file_expands_to_trials_with_layered_overrides(tmp_path):
     ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a": {"resources": {"cpus": 0}}}}, "cpus must be > 0"),
     ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a": {}}, "overrides": {"l": [1, 2]}}, "not a scalar"),
     ({"seeds": 1, "datasets": ["d4rl:x"]}, "needs `algorithms`"),
+    ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a_naive": {"module": "a", "offline_from": "a"}, "a": {}}},
+     "'a' is not an algorithm listed before 'a_naive'"),
+    ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a": {}, "b": {"offline_from": "a"}}}, "'b' runs b but 'a' runs a"),
+    ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a": {}, "a2": {"module": "a", "offline_from": "a"},
+                                                          "a3": {"module": "a", "offline_from": "a2"}}},
+     "'a2' itself takes its offline run from another algorithm; name that one ('a')"),
+    ({"seeds": 1, "datasets": ["d4rl:x"], "algorithms": {"a": {}, "a2": {"module": "a", "offline_from": "a",
+                                                                          "offline_overrides": {"x": 1}}}},
+     "no offline phase of its own, so offline_overrides would be ignored"),
 ])
 def test_sweep_file_mistakes_are_errors(tmp_path, spec, message):
     with pytest.raises(sweep.SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -201,6 +210,41 @@ def test_shipped_sweep_files_expand(tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
+def test_offline_from_fine_tunes_the_source_trials_offline_run(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", {
+        "root": "out", "seeds": 2, "datasets": ["shared:hopper-medium-gen.hdf5"],
+        "offline_overrides": {"eval_every": 5},
+        "algorithms": {"a": {"overrides": {"utd": 2}},
+                       "a_naive": {"module": "a", "overrides": {"utd": 2}, "online_overrides": {"alpha_max": 0}}}})
+    spec = yaml.safe_load(path.read_text())
+    spec["algorithms"]["a_naive"]["offline_from"] = "a"
+    trials = {t.name: t for t in sweep.load_sweep(write_sweep(path, spec), cwd=tmp_path)}
+    source, naive = trials["a/hopper-medium-gen/seed1"], trials["a_naive/hopper-medium-gen/seed1"]
+    assert naive.phases == ("online",) and source.phases == ("offline", "online")
+    assert naive.offline_source == "a/hopper-medium-gen/seed1" and source.offline_source is None
+    assert flag(naive.commands["online"], "--checkpoint") == str(source.final_checkpoint("offline"))
+    assert naive.final_checkpoint("offline") == source.final_checkpoint("offline")
+    assert naive.run_dir("online") == tmp_path / "out" / "a_naive" / "hopper-medium-gen" / "seed1" / "online"
+    assert flag(naive.commands["online"], "--alpha_max") == "0" and "--alpha_max" not in source.commands["online"]
+    # the online commands differ only in the override and the run folder
+    differ = [(x, y) for x, y in zip(source.commands["online"], naive.commands["online"]) if x != y]
+    assert differ == [(str(source.run_dir("online")), str(naive.run_dir("online")))]
+    assert "offline: the offline run of a/hopper-medium-gen/seed1" in sweep._plan_text(list(trials.values()))
+
+
+def test_select_trials_filters_and_names_what_exists(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", {"seeds": 3, "datasets": ["d4rl:x-v2", "d4rl:y-v2"],
+                                             "algorithms": {"a": {}, "b": {}}})
+    trials = sweep.load_sweep(path, cwd=tmp_path)
+    chosen = sweep.select_trials(trials, algos="b", datasets="y-v2, x-v2", seeds="0,2")
+    assert [t.name for t in chosen] == ["b/x-v2/seed0", "b/y-v2/seed0", "b/x-v2/seed2", "b/y-v2/seed2"]
+    assert sweep.select_trials(trials) == trials
+    with pytest.raises(sweep.SweepError, match="no dataset z-v2 in this sweep; it has: x-v2, y-v2"):
+        sweep.select_trials(trials, datasets="x-v2,z-v2")
+    with pytest.raises(sweep.SweepError, match="no seed 5 in this sweep; it has: 0, 1, 2"):
+        sweep.select_trials(trials, seeds="5")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One trial, without Ray
 
@@ -226,6 +270,25 @@ def test_run_trial_runs_both_phases_then_skips_them(tmp_path, fake_pkg):
     again = sweep.run_trial(trial, "sweep-2")
     assert again["status"] == "done" and again["ran"] == []
     assert len(invocations(trial.run_dir("offline"))) == 1 and len(invocations(trial.run_dir("online"))) == 1
+
+
+def test_run_trial_with_offline_from_needs_and_uses_the_source_checkpoint(tmp_path, fake_pkg):
+    spec = fake_spec(tmp_path / "root", fake_pkg, seeds=[1])
+    spec["algorithms"] = {"fake_a": {"module": "fakealgo"},
+                          "fake_a_naive": {"module": "fakealgo", "offline_from": "fake_a",
+                                           "online_overrides": {"score": 0}}}
+    source, naive = sweep.load_sweep(write_sweep(tmp_path / "s.yaml", spec), cwd=tmp_path)
+    missing = sweep.run_trial(naive, "sweep-1")
+    assert missing["status"] == "failed" and missing["ran"] == []
+    assert f"the offline run this trial fine-tunes is missing: {source.final_checkpoint('offline')}" in missing["error"]
+    assert "trial fake_a/hopper-medium-gen/seed1 failed or has not run" in missing["error"]
+    assert sweep.run_trial(source, "sweep-1")["status"] == "done"
+    result = sweep.run_trial(naive, "sweep-1")
+    assert result["status"] == "done" and result["ran"] == ["online"]
+    assert (result["offline_final"], result["online_final"]) == (10 + 1 + 4, 0 + 1 + 4 + 100)
+    assert not (Path(naive.trial_dir) / "offline").exists() and len(invocations(source.run_dir("offline"))) == 1
+    config = yaml.safe_load((naive.run_dir("online") / "config.yaml").read_text())
+    assert config["offline_checkpoint"] == str(source.final_checkpoint("offline"))
 
 
 def test_run_trial_resumes_an_interrupted_phase_with_the_same_command(tmp_path, fake_pkg):
@@ -329,6 +392,26 @@ def test_ray_sweep_isolates_a_failing_trial(tmp_path, fake_pkg, ray_address, cap
         assert f"FAILED fake_gpu/hopper-medium-gen/seed{seed}: needs 1 CPUs and 0.5 GPUs per trial" in out
     assert "4/8 done, 4 failed" in out
     assert (root / "sweep.yaml").read_text() == path.read_text()
+
+
+@pytest.mark.slow
+def test_ray_sweep_starts_offline_from_trials_after_their_source(tmp_path, fake_pkg, ray_address, capsys):
+    spec = fake_spec(tmp_path / "root", fake_pkg, seeds=[0])
+    spec["algorithms"] = {"fake_a": {"module": "fakealgo", "overrides": {"step_seconds": 0.3}},
+                          "fake_bad": {"module": "fakealgo", "offline_overrides": {"no_such_key": 1}},
+                          "fake_a_naive": {"module": "fakealgo", "offline_from": "fake_a"},
+                          "fake_bad_naive": {"module": "fakealgo", "offline_from": "fake_bad"}}
+    assert sweep.main([str(write_sweep(tmp_path / "s.yaml", spec)), "--interval", "1"]) == 1
+    out = capsys.readouterr().out
+    trial = tmp_path / "root" / "{}" / "hopper-medium-gen" / "seed0"
+    source_online = json.loads((Path(str(trial).format("fake_a")) / "status.json").read_text())["time"]
+    naive_online = Path(str(trial).format("fake_a_naive")) / "online"
+    # 2 CPUs, but the naive trial waited for its source (4 + 4 steps of 0.3 s) instead of failing at once
+    assert (naive_online / "checkpoints" / "online.pt").exists()
+    assert (naive_online / "config.yaml").stat().st_mtime >= source_online - 0.5
+    assert "done     fake_a_naive/hopper-medium-gen/seed0  offline final 14.0  online final 114.0" in out
+    assert "FAILED fake_bad_naive/hopper-medium-gen/seed0: the offline run this trial fine-tunes is missing" in out
+    assert "2/4 done, 2 failed" in out
 
 
 def session_processes(sid: int) -> list[int]:

@@ -73,9 +73,8 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     joined = set()
     for run_dir, config, records in online:
         source = Path(config["offline_checkpoint"]).resolve().parent.parent
-        sibling = run_dir.with_name("offline")  # a copied run pair whose recorded path no longer exists
-        if source not in offline and not (source / "metrics.jsonl").is_file() and (sibling / "metrics.jsonl").is_file():
-            source = sibling
+        if source not in offline and not (source / "metrics.jsonl").is_file():
+            source = _moved_offline_run(run_dir, source)
         if source not in offline and (source / "metrics.jsonl").is_file():
             offline[source] = _read_run(source)
         _, off_records = offline.get(source, (config, []))
@@ -87,6 +86,16 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
             trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(records),
                                 records, [], path, None))
     return trials
+
+
+def _moved_offline_run(online_dir: Path, recorded: Path) -> Path:
+    """Where a copied or moved offline run is when its recorded path no longer exists: the online run's
+    sibling (a run pair), or the same place under the online run's sweep root (a sweep's naive trial
+    fine-tunes <root>/<algo>/<dataset>/seed<k>/offline of another algorithm). Else the recorded path."""
+    candidates = [online_dir.with_name("offline")]
+    if len(recorded.parts) >= 4 and len(online_dir.parents) >= 4:
+        candidates.append(online_dir.parents[3].joinpath(*recorded.parts[-4:]))
+    return next((c for c in candidates if (c / "metrics.jsonl").is_file()), recorded)
 
 
 def _last_step(records: list[dict]) -> int:

@@ -55,6 +55,22 @@ def test_trials_join_phases_on_one_axis(runs):
     assert (t.final("offline"), t.final("online")) == (40.0, 80.0)
 
 
+def test_copied_runs_find_their_offline_run_by_the_sweep_layout(tmp_path):
+    # a naive trial fine-tuned another algorithm's offline run; the whole sweep was then copied elsewhere
+    off, on = make_trial(tmp_path / "old", "spot", "hopper", 0, [5, 15], [15, 25])
+    _, naive_on = make_trial(tmp_path / "old", "spot_naive", "hopper", 0, [99], [1, 2])
+    config = yaml.safe_load((naive_on / "config.yaml").read_text())
+    (naive_on / "config.yaml").write_text(yaml.safe_dump({**config, "offline_checkpoint": str(off / "checkpoints" / "offline.pt")}))
+    (naive_on.parent / "offline" / "metrics.jsonl").unlink()  # no offline run of its own
+    (tmp_path / "old").rename(tmp_path / "new")
+    new = tmp_path / "new"
+    naive = plots.load_trials([new / "spot_naive" / "hopper" / "seed0" / "online"])[0]
+    assert naive.offline_dir == new / "spot" / "hopper" / "seed0" / "offline"
+    assert (naive.final("offline"), naive.final("online")) == (15.0, 2.0)
+    pair = plots.load_trials([new / "spot" / "hopper" / "seed0" / "online"])[0]  # the sibling rule still holds
+    assert (pair.final("offline"), pair.final("online")) == (15.0, 25.0)
+
+
 def test_aggregate_means_and_band(runs):
     curves = plots.aggregate(plots.load_trials(runs))
     c = curves[("adaptive_bc", "hopper")]

@@ -77,3 +77,46 @@ def _draw_label(image: np.ndarray, text: str) -> np.ndarray:
     draw.rectangle((left - 4, top - 4, right + 4, bottom + 4), fill=(0, 0, 0))
     draw.multiline_text((8, 8), text, fill=(255, 255, 255))
     return np.asarray(picture)
+
+
+def gif_preview(mp4: str | os.PathLike, gif: str | os.PathLike, width: int = 200, every: int = 4,
+                colors: int = 32) -> int:
+    """A small looping GIF of an mp4 (every `every`-th frame, `width` px wide, same speed), for places that
+    show images but not videos (a README on GitHub). Written atomically; returns the frame count."""
+    from PIL import Image
+
+    reader = imageio.get_reader(str(mp4))
+    try:
+        fps = float(reader.get_meta_data().get("fps") or 30.0)
+        frames = [Image.fromarray(f) for i, f in enumerate(reader) if i % every == 0]
+    finally:
+        reader.close()
+    if not frames:
+        raise ValueError(f"{mp4} has no frames")
+    height = round(frames[0].height * width / frames[0].width)
+    small = [f.resize((width, height), Image.LANCZOS).convert("P", palette=Image.ADAPTIVE, colors=colors)
+             for f in frames]
+    gif = Path(gif)
+    tmp = gif.with_name(gif.name + ".tmp")
+    small[0].save(tmp, format="GIF", save_all=True, append_images=small[1:], loop=0, optimize=True,
+                  duration=max(20, round(1000 * every / fps)))  # browsers slow frames under 20 ms down to 100 ms
+    os.replace(tmp, gif)
+    return len(small)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Make a GIF preview of a rollout mp4: "
+                                                 "python -m common.video in.mp4 out.gif")
+    parser.add_argument("mp4")
+    parser.add_argument("gif")
+    parser.add_argument("--width", type=int, default=200)
+    parser.add_argument("--every", type=int, default=4, help="keep every n-th frame")
+    args = parser.parse_args(argv)
+    frames = gif_preview(args.mp4, args.gif, args.width, args.every)
+    print(f"wrote {args.gif} ({frames} frames)")
+
+
+if __name__ == "__main__":
+    main()

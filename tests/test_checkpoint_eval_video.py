@@ -108,6 +108,28 @@ def test_rendered_video_decodes_to_frames_of_expected_size(tmp_path):
     assert corner > 20 and np.abs(plain[80:].astype(int) - marked[80:].astype(int)).mean() < 3
 
 
+def test_gif_preview_keeps_every_nth_frame_at_the_same_speed(tmp_path):
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    from common.video import main as video_main
+
+    mp4 = tmp_path / "ep.mp4"
+    with imageio.get_writer(mp4, fps=50, macro_block_size=1) as writer:
+        for i in range(20):  # a bright bar moving down: frames tell apart
+            frame = np.zeros((64, 80, 3), np.uint8)
+            frame[3 * i:3 * i + 3] = 255
+            writer.append_data(frame)
+    video_main([str(mp4), str(tmp_path / "ep.gif"), "--width", "40", "--every", "4"])
+    gif = Image.open(tmp_path / "ep.gif")
+    assert gif.n_frames == 5 and gif.size == (40, 32)
+    assert gif.info["duration"] == 80  # 4 frames of 20 ms each
+    gif.seek(2)
+    rows = np.asarray(gif.convert("L")).mean(axis=1)
+    assert abs(int(rows.argmax()) - (3 * 8 + 1) // 2) <= 2  # frame 8's bar, at half size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep.gif", "ep.mp4"]
+
+
 def _has_pyav() -> bool:
     try:
         import av  # noqa: F401

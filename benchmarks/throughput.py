@@ -99,8 +99,9 @@ def online_step_fn(agent, buf, env, utd: int, rng):
     return step
 
 
-def workloads(dev, compile_: bool, scale: float) -> tuple[dict, object]:
-    """name -> (fn, calls per repeat, minimum FLOPs per call), and the evaluator's policy."""
+def workloads(dev, compile_: bool, scale: float) -> tuple[dict, object, object]:
+    """name -> (fn, calls per repeat, minimum FLOPs per call), the evaluator's policy, and the env the
+    online workloads step (the caller closes it)."""
     bc, spot, vae = make_agents(dev, compile_)
     buf = random_buffer(dev)
     rng = np.random.default_rng(0)
@@ -122,7 +123,7 @@ def workloads(dev, compile_: bool, scale: float) -> tuple[dict, object]:
         "spot_online_env_step": (online_step_fn(spot, buf, env, 1, rng), n(100),
                                  flops.spot_policy_update(OBS, ACT) + flops.actor_forward(OBS, ACT)),
     }
-    return specs, bc.act
+    return specs, bc.act, env
 
 
 def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -> dict:
@@ -130,13 +131,14 @@ def run(threads: int, device: str, compile_: bool, repeats: int, scale: float) -
     torch.manual_seed(0)
     dev = torch.device(device)
     ceiling = matmul_ceiling(repeats)
-    specs, policy = workloads(dev, compile_, scale)
+    specs, policy, env = workloads(dev, compile_, scale)
     updates = {}
     for name, (fn, count, flop) in specs.items():
         result = measure(fn, count, warmup=max(3, count // 10) + (20 if compile_ else 0), repeats=repeats)
         gflops = result["per_s"] * flop / 1e9
         updates[name] = {**result, "gflop_per_update": flop / 1e9, "gflops": gflops,
                          "fraction_of_ceiling": gflops / ceiling}
+    env.close()
     evaluator = Evaluator(ENV_ID, 10)
     start = time.perf_counter()
     result = evaluator.run(policy, seed=0)
@@ -154,8 +156,9 @@ def profile(name: str, threads: int, device: str, compile_: bool, calls: int, ro
 
     set_threads(threads)
     torch.manual_seed(0)
-    specs, _ = workloads(torch.device(device), compile_, 1.0)
+    specs, _, env = workloads(torch.device(device), compile_, 1.0)
     if name not in specs:
+        env.close()
         raise SystemExit(f"--profile: unknown workload {name!r}; choose from {', '.join(specs)}")
     fn = specs[name][0]
     for _ in range(10 + (20 if compile_ else 0)):
@@ -165,6 +168,7 @@ def profile(name: str, threads: int, device: str, compile_: bool, calls: int, ro
         for _ in range(calls):
             fn()
     wall = time.perf_counter() - start
+    env.close()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)

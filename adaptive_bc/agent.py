@@ -46,6 +46,9 @@ class Config(BaseConfig):
     target: str = "redq"  # online TD target: redq (min of M random) | min (min over all N); offline: redq
     prefill_fraction: float = 0.05  # offline transitions put in the online buffer: max(fraction*|D|, prefill_min)
     prefill_min: int = 50_000
+    # online FIFO buffer size (prefill included); null: online_steps. The paper's protocol holds 250k, so a run
+    # truncated to its first N steps sets buffer_capacity 250000 to keep the paper's buffer.
+    buffer_capacity: int | None = None
 
     _choices = {"target": ("redq", "min")}
 
@@ -54,6 +57,8 @@ class Config(BaseConfig):
         for key in ("num_critics", "num_target_critics", "hidden_dim", "policy_delay", "utd"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.buffer_capacity is not None and self.buffer_capacity < 1:
+            raise ConfigError(f"buffer_capacity must be >= 1 or null, got {self.buffer_capacity}")
         if self.num_target_critics > self.num_critics:
             raise ConfigError(f"num_target_critics={self.num_target_critics} exceeds num_critics={self.num_critics}")
         if not 0.0 < self.tau <= 1.0:

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> Path:
     agent.use_min_target = cfg.target == "min"
 
     num_prefill = max(int(cfg.prefill_fraction * len(dataset)), cfg.prefill_min)
-    buffer = ReplayBuffer.prefilled(dataset, num_prefill, capacity=cfg.online_steps, device=run.device,
-                                    seed=cfg.seed)
+    capacity = cfg.buffer_capacity if cfg.buffer_capacity is not None else cfg.online_steps
+    buffer = ReplayBuffer.prefilled(dataset, num_prefill, capacity=capacity, device=run.device, seed=cfg.seed)
 
     controller = AlphaController(alpha_max=cfg.alpha_max, kp=cfg.kp, kd=cfg.kd, r_target=cfg.r_target)
 

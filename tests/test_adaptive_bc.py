@@ -18,7 +18,7 @@ from adaptive_bc import train_offline, train_online
 from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from adaptive_bc.controller import AlphaController, next_alpha
 from adaptive_bc.networks import EnsembleCritic, ensemble_init_
-from common.buffer import Batch, ObsNormalizer
+from common.buffer import Batch, ObsNormalizer, ReplayBuffer
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import ConfigError, field_names, parse_config
 from common.datasets import load_dataset
@@ -445,9 +445,15 @@ def test_offline_then_online_records_and_checkpoints(tmp_path, tiny_file, monkey
     target_members = RedqBcAgent.target_members
     monkeypatch.setattr(RedqBcAgent, "target_members",
                         lambda self: members_used.append(target_members(self)) or members_used[-1])
+    # buffer_capacity sets the online FIFO's size independently of online_steps (null: online_steps).
+    capacities = []
+    prefilled = ReplayBuffer.prefilled
+    monkeypatch.setattr(ReplayBuffer, "prefilled", lambda *a, **k: capacities.append(k["capacity"]) or prefilled(*a, **k))
     train_online.main(["--checkpoint", str(final), "--run_dir", str(tmp_path / "min"), "--online_steps", "3",
-                       "--eval_episodes", "1", "--utd", "2", "--prefill_min", "64", "--target", "min"])
+                       "--eval_episodes", "1", "--utd", "2", "--prefill_min", "64", "--target", "min",
+                       "--buffer_capacity", "500"])
     assert members_used == [None] * 6
+    assert capacities == [500]
 
 
 def _command(module: str, args: list[str]) -> list[str]:

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from adaptive_bc.networks import Actor, EnsembleCritic
-from common.buffer import Batch, ObsNormalizer
+from common.buffer import Batch
+from common.normalizer import ObsNormalizer
 from common.config import BaseConfig, ConfigError, field_names, from_dict
+from common.utils import set_learning_rate
 
 ALGO = "adaptive_bc"
 
@@ -188,6 +190,8 @@ class RedqBcAgent:
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        set_learning_rate(self.actor_optimizer, self.cfg.actor_lr)  # the config's, not the saved run's
+        set_learning_rate(self.critic_optimizer, self.cfg.critic_lr)
         self.normalizer = ObsNormalizer.from_state_dict(state["normalizer"], self.device)
         self.alpha = float(state["alpha"])
         self.num_updates = int(state["num_updates"])

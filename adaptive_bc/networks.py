@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.ensemble import EnsembleMLP
+
 
 class Actor(nn.Module):
     """state -> hidden -> hidden -> max_action * tanh(action); torch's default Linear init (as the official code)."""
@@ -32,19 +34,13 @@ def ensemble_init_(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 class EnsembleCritic(nn.Module):
-    """N Q-networks (state||action -> hidden -> hidden -> 1) with weights stacked as [N, in, out].
-
-    All members (or a chosen subset) run together: one `baddbmm` per layer.
-    """
+    """N Q-networks (state||action -> hidden -> hidden -> 1) in one common.ensemble.EnsembleMLP, whose
+    weights are stacked as [N, in, out]: all members (or a chosen subset) run together, one baddbmm per layer."""
 
     def __init__(self, obs_dim: int, act_dim: int, num_critics: int = 10, hidden_dim: int = 256):
         super().__init__()
         self.num_critics = num_critics
-        sizes = [(obs_dim + act_dim, hidden_dim), (hidden_dim, hidden_dim), (hidden_dim, 1)]
-        self.weights = nn.ParameterList([nn.Parameter(torch.empty(num_critics, i, o)) for i, o in sizes])
-        self.biases = nn.ParameterList([nn.Parameter(torch.empty(num_critics, 1, o)) for _, o in sizes])
-        for w, b in zip(self.weights, self.biases):
-            ensemble_init_(w.data, b.data)
+        self.net = EnsembleMLP(num_critics, [obs_dim + act_dim, hidden_dim, hidden_dim, 1], init=ensemble_init_)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None,
                 detach_params: bool = False) -> torch.Tensor:
@@ -53,15 +49,4 @@ class EnsembleCritic(nn.Module):
         detach_params: use the weights as constants, so a loss on the output (the actor's) builds no
         graph into, and computes no gradient for, the critic's parameters.
         """
-        (w1, w2, w3), (b1, b2, b3) = list(self.weights), list(self.biases)
-        if members is not None:  # gather only the chosen members' weights: the others never run
-            w1, w2, w3, b1, b2, b3 = (p.index_select(0, members) for p in (w1, w2, w3, b1, b2, b3))
-        if detach_params:
-            w1, w2, w3, b1, b2, b3 = (p.detach() for p in (w1, w2, w3, b1, b2, b3))
-        x = torch.cat([obs, action], dim=-1)
-        # Every layer is one batched matmul over the members. The first layer's input is shared, so it
-        # is expanded (a view, no copy); the outputs stay contiguous [n, B, out], which keeps the ReLU
-        # backward fast (on a transposed view it is ~25x slower).
-        h = torch.baddbmm(b1, x.expand(w1.shape[0], *x.shape), w1).relu_()
-        h = torch.baddbmm(b2, h, w2).relu_()
-        return torch.baddbmm(b3, h, w3).squeeze(-1)
+        return self.net(torch.cat([obs, action], dim=-1), members, detach_params).squeeze(-1)

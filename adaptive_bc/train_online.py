@@ -3,76 +3,92 @@
   python -m adaptive_bc.train_online --checkpoint runs/adaptive_bc/<dataset>/seed0/offline/checkpoints/offline.pt
 The config starts from the one saved in the checkpoint, then --config YAML, then --key value overrides.
 Default run dir: the offline run's sibling `online` folder. Rerunning a killed command resumes it.
+
+The loop: evaluate the pretrained policy (α starts at alpha_max, the running score at that evaluation's first
+episode) → then per env step: act with Gaussian exploration noise → step the env → store the transition → `utd`
+updates → every eval_every steps evaluate and write a record → at an episode end, the α controller's step
+(adaptive_bc/controller.py) and, after each checkpoint_every steps, last.pt.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+import numpy as np
 
 from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from adaptive_bc.controller import AlphaController
-from common.buffer import ObsNormalizer, ReplayBuffer
-from common.checkpoint import load_checkpoint
-from common.config import ConfigError, field_names, parse_config
-from common.evaluation import EvalResult
-from common.training import OnlineHooks, online_run_dir_for, start_run, train_online
+from common.buffer import ReplayBuffer
+from common.config import parse_online_config
+from common.layout import online_run_dir_for, run_dir_of_checkpoint
+from common.normalizer import ObsNormalizer
+from common.run import OnlineEnv, Recorder, explore, next_checkpoint_after, start_run
 
 ARCHITECTURE_KEYS = ("num_critics", "hidden_dim", "normalize_states")  # fixed by the checkpoint's networks
 
 
-def _offline_run_dir(checkpoint: Path) -> Path:
-    """<run>/checkpoints/offline.pt -> <run>."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
 def main(argv: list[str] | None = None) -> Path:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--checkpoint")
-    known, _ = pre.parse_known_args(argv)
-    base, offline = {}, None
-    if known.checkpoint:  # without it parse_config below prints the usage error
-        offline = load_checkpoint(known.checkpoint, algo=ALGO, kind="agent")
-        names = set(field_names(Config))
-        base = {k: v for k, v in offline["config"].items() if k in names and k != "run_dir"}
-    cfg, args = parse_config(Config, argv, description=__doc__, base=base, extra=[
-        ("--checkpoint", {"required": True, "help": "an adaptive_bc agent checkpoint (offline.pt)"})])
-    changed = [k for k in ARCHITECTURE_KEYS if getattr(cfg, k) != offline["config"].get(k)]
-    if changed:
-        raise ConfigError(f"{', '.join(changed)} cannot change after pretraining (the checkpoint's networks fix them)")
-
-    checkpoint = Path(args.checkpoint)
-    run = start_run(cfg, ALGO, "online", run_dir=online_run_dir_for(_offline_run_dir(checkpoint)),
-                    extra_config={"offline_checkpoint": str(checkpoint.resolve())})
+    cfg, checkpoint, offline = parse_online_config(Config, argv, ALGO, __doc__, ARCHITECTURE_KEYS)
+    run = start_run(cfg, ALGO, "online", run_dir=online_run_dir_for(run_dir_of_checkpoint(checkpoint)),
+                    extra_config={"offline_checkpoint": str(checkpoint.resolve()),
+                                  "regularization_metric": "train/alpha"})
     dataset = run.dataset
     # The normalizer is the pretraining one, saved with the agent.
     normalizer = ObsNormalizer.from_state_dict(offline["agent"]["normalizer"], device=run.device)
     agent = RedqBcAgent(dataset.obs_dim, dataset.act_dim, run.max_action, cfg, run.device, normalizer)
     agent.load_state_dict(offline["agent"])
     agent.use_min_target = cfg.target == "min"
-
     num_prefill = max(int(cfg.prefill_fraction * len(dataset)), cfg.prefill_min)
     capacity = cfg.buffer_capacity if cfg.buffer_capacity is not None else cfg.online_steps
     buffer = ReplayBuffer.prefilled(dataset, num_prefill, capacity=capacity, device=run.device, seed=cfg.seed)
-
     controller = AlphaController(alpha_max=cfg.alpha_max, kp=cfg.kp, kd=cfg.kd, r_target=cfg.r_target)
+    noise_rng = np.random.default_rng(cfg.seed)
+    env = OnlineEnv(run)
+    step, next_checkpoint = 0, cfg.checkpoint_every
+    if run.resume:
+        step = run.restore(agent=agent, buffer=buffer, controller=controller)
+        noise_rng.bit_generator.state = run.resume["noise_rng"]
+        env.episode, next_checkpoint = int(run.resume["episode"]), int(run.resume["next_checkpoint"])
 
-    def controller_metrics() -> dict[str, float]:
-        return {"train/alpha": controller.alpha, "train/r_avg": controller.r_avg}
+    def alpha_metrics() -> dict[str, float]:
+        return {"train/alpha": agent.alpha, "train/r_avg": controller.r_avg}
 
-    def on_start(result: EvalResult) -> dict[str, float]:
-        controller.start(float(result.normalized_scores[0]) / 100.0)  # one evaluation episode, as a fraction
-        agent.alpha = controller.alpha
-        return controller_metrics()
-
-    def on_episode_end(episode_return: float, episode_length: int) -> dict[str, float]:
-        score = float(dataset.normalized_score(episode_return)) / 100.0
-        agent.alpha = controller.episode_end(score, episode_length)
-        return controller_metrics()
-
-    hooks = OnlineHooks(on_start=on_start, on_episode_end=on_episode_end, on_eval=lambda step: controller_metrics(),
-                        state=controller.state_dict, load_state=controller.load_state_dict)
-    path = train_online(run, agent, buffer, updates_per_step=cfg.utd, exploration_std=cfg.exploration_noise,
-                        hooks=hooks)
+    recorder = Recorder(run, total=cfg.online_steps, start_step=step)
+    try:
+        if not run.resume:
+            result = recorder.evaluate_result(agent.act)
+            controller.start(float(result.normalized_scores[0]) / 100.0)  # one evaluation episode, as a fraction
+            agent.alpha = controller.alpha
+            recorder.write(0, {**result.metrics(), **alpha_metrics()})
+        obs = env.reset()
+        while step < cfg.online_steps:
+            action = explore(agent.act(obs[None].astype(np.float32))[0], noise_rng, cfg.exploration_noise,
+                             run.max_action)
+            next_obs, reward, terminated, truncated = env.step(action)
+            buffer.add(obs, action, reward, next_obs, terminated)  # truncation is not terminal
+            for _ in range(cfg.utd):
+                recorder.add(agent.update(buffer.sample(cfg.batch_size)), step)
+            step += 1
+            recorder.advance()
+            if step % cfg.eval_every == 0 or step == cfg.online_steps:
+                recorder.write(step, {**recorder.means(), **recorder.evaluate(agent.act), **alpha_metrics()},
+                               speed="time/env_steps_per_s")
+            if not (terminated or truncated):
+                obs = next_obs
+                continue
+            record = env.end_episode()
+            score = record["online/episode_normalized_score"] / 100.0
+            agent.alpha = controller.episode_end(score, env.episode_length)
+            recorder.write(step, {**record, **alpha_metrics()})
+            obs = env.reset()
+            if step >= next_checkpoint and step < cfg.online_steps:
+                next_checkpoint = next_checkpoint_after(step, cfg.checkpoint_every)
+                run.save_last(step, recorder, agent=agent, buffer=buffer, controller=controller,
+                              noise_rng=noise_rng.bit_generator.state, episode=env.episode,
+                              next_checkpoint=next_checkpoint)
+        path = run.finish(agent, step, recorder)
+    finally:
+        recorder.close()
+        env.close()
     print(f"online checkpoint: {path}")
     return path
 

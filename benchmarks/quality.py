@@ -4,7 +4,7 @@
   python -m benchmarks.quality runs/sweeps/quality/spot/halfcheetah-medium-gen/seed0/online      # run folders
   python -m benchmarks.quality adaptive_bc_naive=runs/naive-online/adaptive_bc ...                # LABEL=PATH
 
-Arguments are read like common.aggregate's (sweep roots label runs by their algorithm folders, so
+Arguments are read like tools.aggregate's (sweep roots label runs by their algorithm folders, so
 `adaptive_bc_naive` is its own row; LABEL=PATH relabels; unfinished phases are left out unless
 --include-unfinished). Metrics (normalized score ×100; see benchmarks/quality.md):
 
@@ -19,7 +19,7 @@ Arguments are read like common.aggregate's (sweep roots label runs by their algo
                   resumed phase counts its last segment only (marked *, from the sweep's <phase>.log).
                   Copying run folders without keeping mtimes (cp without -p) spoils this column.
 
-Cells are mean ± std over seeds (std with ddof=0, as common.plots.results_table); `n` counts the seeds
+Cells are mean ± std over seeds (std with ddof=0, as tools.plots.results_table); `n` counts the seeds
 that have the value.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from common.aggregate import trials_for_cli
-from common.plots import SCORE, Trial
+from tools.aggregate import trials_for_cli
+from tools.plots import SCORE, Trial
 
 DIP_FRACTION = 0.2
 EPISODE_SCORE = "online/episode_normalized_score"

@@ -1,7 +1,8 @@
-"""Replay buffer and observation normalizer, both living on the run's device.
+"""The replay buffer, living on the run's device.
 
 One ring buffer serves both schemes the algorithms need:
-  * `from_dataset(dataset, capacity=...)`: every offline transition kept, online ones appended (spot);
+  * `from_dataset(dataset, online_capacity=...)`: every offline transition kept, room for that many online
+    ones appended after them, nothing evicted (spot);
   * `prefilled(dataset, n, capacity)`: n offline transitions drawn uniformly with replacement,
     online ones appended, oldest evicted first once full (adaptive_bc).
 Transitions are stored packed in one float32 tensor, so a batch is a single gather on the device.
@@ -22,44 +23,6 @@ class Batch(NamedTuple):
     terminals: torch.Tensor  # (B,) float 1.0 where the episode truly ended (no bootstrapping)
 
 
-class ObsNormalizer:
-    """(obs - mean) / std with the dataset's statistics (std + 1e-3), as used everywhere in a run."""
-
-    def __init__(self, mean, std, device: torch.device | str = "cpu"):
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).clone()
-        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).clone()
-
-    @classmethod
-    def from_observations(cls, observations: np.ndarray, eps: float = 1e-3, device="cpu") -> "ObsNormalizer":
-        obs = np.asarray(observations, dtype=np.float64)
-        return cls(obs.mean(0), obs.std(0) + eps, device)
-
-    @classmethod
-    def identity(cls, dim: int, device="cpu") -> "ObsNormalizer":
-        return cls(np.zeros(dim), np.ones(dim), device)
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.mean) / self.std
-
-    def unnormalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs * self.std + self.mean
-
-    def to(self, device) -> "ObsNormalizer":
-        return ObsNormalizer(self.mean, self.std, device)
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean.cpu(), "std": self.std.cpu()}
-
-    @classmethod
-    def from_state_dict(cls, state: dict, device="cpu") -> "ObsNormalizer":
-        return cls(state["mean"], state["std"], device)
-
-    def matches(self, other: "ObsNormalizer", atol: float = 1e-5) -> bool:
-        return (self.mean.shape == other.mean.shape
-                and torch.allclose(self.mean.cpu(), other.mean.cpu(), atol=atol)
-                and torch.allclose(self.std.cpu(), other.std.cpu(), atol=atol))
-
-
 class ReplayBuffer:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu", seed: int = 0):
         if capacity < 1:
@@ -73,7 +36,6 @@ class ReplayBuffer:
         self.size = 0  # rows holding data
         self.ptr = 0  # next row to write
         self.num_fixed = 0  # leading rows rebuilt from the dataset on resume, so not checkpointed
-        self.total_added = 0  # online transitions ever appended
 
     # --- filling -------------------------------------------------------------------------------
     @staticmethod
@@ -98,9 +60,9 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
 
     @classmethod
-    def from_dataset(cls, dataset, extra_capacity: int, device="cpu", seed: int = 0) -> "ReplayBuffer":
-        """All offline transitions, then room for `extra_capacity` online ones (nothing evicted)."""
-        buf = cls(len(dataset) + max(int(extra_capacity), 0), dataset.obs_dim, dataset.act_dim, device, seed)
+    def from_dataset(cls, dataset, online_capacity: int, device="cpu", seed: int = 0) -> "ReplayBuffer":
+        """All offline transitions, then room for `online_capacity` online ones (nothing evicted)."""
+        buf = cls(len(dataset) + max(int(online_capacity), 0), dataset.obs_dim, dataset.act_dim, device, seed)
         rows = cls._pack(dataset.observations, dataset.actions, dataset.rewards,
                          dataset.next_observations, dataset.terminals)
         buf._write_rows(torch.from_numpy(rows).to(buf.device))
@@ -127,7 +89,6 @@ class ReplayBuffer:
         if self.size == self.capacity and self.ptr < self.num_fixed:
             raise RuntimeError("replay buffer full: offline rows would be overwritten; raise its capacity")
         self._write_rows(row)
-        self.total_added += 1
 
     # --- sampling ------------------------------------------------------------------------------
     def sample(self, batch_size: int) -> Batch:
@@ -146,7 +107,7 @@ class ReplayBuffer:
         """Everything but the leading `num_fixed` rows, which are rebuilt from the dataset."""
         return {
             "capacity": self.capacity, "width": self.width, "size": self.size, "ptr": self.ptr,
-            "num_fixed": self.num_fixed, "total_added": self.total_added,
+            "num_fixed": self.num_fixed,
             "rows": self.data[self.num_fixed:self.size].cpu().clone(),
             "generator": self.generator.get_state(),
         }
@@ -157,5 +118,5 @@ class ReplayBuffer:
                 f"checkpointed buffer (capacity {state['capacity']}, width {state['width']}, offline rows "
                 f"{state['num_fixed']}) does not match this run's ({self.capacity}, {self.width}, {self.num_fixed})")
         self.data[self.num_fixed:state["size"]] = state["rows"].to(self.device)
-        self.size, self.ptr, self.total_added = state["size"], state["ptr"], state["total_added"]
+        self.size, self.ptr = state["size"], state["ptr"]
         self.generator.set_state(state["generator"])

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 # Written into a run's config.yaml as a record of the run, not settings: ignored when that file is
 # passed back with --config.
-RECORD_KEYS = ("algo", "phase", "offline_checkpoint")
+RECORD_KEYS = ("algo", "phase", "offline_checkpoint", "regularization_metric")
 
 
 @dataclasses.dataclass
@@ -212,6 +212,32 @@ def parse_config(cls: type, argv: Sequence[str] | None, description: str = "",
         values.update(file_values)
     values.update(parse_overrides(cls, rest))
     return from_dict(cls, values), args
+
+
+def parse_online_config(cls: type, argv: Sequence[str] | None, algo: str, description: str,
+                        architecture_keys: Sequence[str]):
+    """The online scripts' command line: --checkpoint (an offline.pt of `algo`) plus config keys.
+
+    Returns (config, checkpoint path, checkpoint payload). The config starts from the one saved in the
+    checkpoint (run_dir excluded), then --config YAML, then --key overrides; `architecture_keys`, fixed by the
+    checkpoint's networks, may not change.
+    """
+    from common.checkpoint import load_checkpoint
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--checkpoint")
+    known, _ = pre.parse_known_args(argv)
+    base, offline = {}, None
+    if known.checkpoint:  # without it parse_config below prints the usage error
+        offline = load_checkpoint(known.checkpoint, algo=algo, kind="agent")
+        names = set(field_names(cls))
+        base = {k: v for k, v in offline["config"].items() if k in names and k != "run_dir"}
+    cfg, args = parse_config(cls, argv, description=description, base=base, extra=[
+        ("--checkpoint", {"required": True, "help": f"an {algo} agent checkpoint (the offline run's offline.pt)"})])
+    changed = [k for k in architecture_keys if getattr(cfg, k) != offline["config"].get(k)]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} cannot change after pretraining (the checkpoint's networks fix them)")
+    return cfg, Path(args.checkpoint), offline
 
 
 def save_config(cfg: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

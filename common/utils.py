@@ -32,6 +32,12 @@ def set_threads(threads: int) -> None:
     reuse_freed_memory()
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Loading an optimizer's state also loads the lr it was saved with; this puts the configured one back."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def torch_rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():

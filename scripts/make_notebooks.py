@@ -67,8 +67,8 @@ PLOT_CELLS = [
         "# Learning curves and results table\n\n"
         "Offline then online normalized scores on one step axis (switch dashed), mean and 95% bootstrap "
         "band over seeds, with the BC weight (adaptive_bc's α, spot's λ) underneath; then the final (not best) "
-        "evaluation of each phase per algorithm and dataset. Uses `common.plots`, the same code as "
-        "`python -m common.plots`."),
+        "evaluation of each phase per algorithm and dataset. Uses `tools.plots`, the same code as "
+        "`python -m tools.plots`."),
     new_code_cell(
         "import glob, os, sys\n"
         "if not os.path.exists('common') and os.path.exists('../common'):\n"
@@ -80,7 +80,7 @@ PLOT_CELLS = [
         "print(len(run_dirs), 'run folders')"),
     new_code_cell(
         "from IPython.display import Image, Markdown, display\n"
-        "from common import plots\n\n"
+        "from tools import plots\n\n"
         "trials = plots.load_trials(run_dirs)\n"
         "plots.plot(trials, 'video/curves.png')\n"
         "display(Image('video/curves.png'))\n"

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.buffer import Batch, ObsNormalizer
+from common.buffer import Batch
+from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint
 from common.config import BaseConfig, ConfigError, field_names, from_dict
 from common.datasets import env_family
+from common.utils import set_learning_rate
 from spot.networks import VAE, Actor, TwinCritic, kl_to_standard_normal
 
 ALGO = "spot"
@@ -112,15 +112,14 @@ class QDivergenceError(RuntimeError):
 class VaeTrainer:
     """Fits the VAE to the data's (normalized state, action) pairs; `update(batch)` is one Adam step.
 
-    After `total_steps` updates the VAE is frozen (requires_grad False) and `on_finish` runs (the offline
-    script writes checkpoints/vae.pt there).
+    After `total_steps` updates the VAE is frozen (requires_grad False) for the policy stage.
     """
 
     def __init__(self, vae: VAE, normalizer: ObsNormalizer, lr: float = 1e-3, beta: float = 0.5,
-                 total_steps: int | None = None, on_finish: Callable[[], None] | None = None):
+                 total_steps: int | None = None):
         self.vae, self.normalizer, self.beta = vae, normalizer, float(beta)
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=lr, fused=True)
-        self.total_steps, self.on_finish = total_steps, on_finish
+        self.total_steps = total_steps
         self.steps = 0
 
     @property
@@ -141,8 +140,6 @@ class VaeTrainer:
         self.steps += 1
         if self.finished:
             self.vae.requires_grad_(False)
-            if self.on_finish:
-                self.on_finish()
         values = torch.stack([loss, recon_loss, kl_loss]).tolist()  # one sync for all metrics
         return dict(zip(("vae_loss", "vae_recon_loss", "vae_kl_loss"), values))
 
@@ -272,6 +269,8 @@ class SpotAgent:
             getattr(self, name).load_state_dict(state[name])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        set_learning_rate(self.actor_optimizer, self.cfg.actor_lr)  # the config's, not the saved run's
+        set_learning_rate(self.critic_optimizer, self.cfg.critic_lr)
         self.normalizer = ObsNormalizer.from_state_dict(state["normalizer"], self.device)
         self.updates, self.lambd = int(state["updates"]), float(state["lambd"])
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.ensemble import EnsembleMLP
+
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # encoder log-std clamp (official code)
 LATENT_CLIP = 0.5  # z ~ N(0, I) clipped to ±0.5 when decoding without a given z
 LOG_2PI = math.log(2 * math.pi)
@@ -121,46 +123,19 @@ class Actor(nn.Module):
         return self.max_action * torch.tanh(self.l3(x))
 
 
-class EnsembleLinear(nn.Module):
-    """`num` independent linear layers applied as one batched matmul; nn.Linear's initialization."""
-
-    def __init__(self, num: int, in_features: int, out_features: int):
-        super().__init__()
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(torch.empty(num, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num, 1, out_features).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (num, B, in) or (B, in), shared by all members → (num, B, out)."""
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
 class TwinCritic(nn.Module):
-    """TD3's two Q-networks state‖action → 256 → 256 → 1, evaluated together."""
+    """TD3's two Q-networks state‖action → 256 → 256 → 1, evaluated together (a common.ensemble.EnsembleMLP of 2,
+    nn.Linear's initialization)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_critics: int = 2):
         super().__init__()
-        self.l1 = EnsembleLinear(num_critics, obs_dim + act_dim, hidden_dim)
-        self.l2 = EnsembleLinear(num_critics, hidden_dim, hidden_dim)
-        self.l3 = EnsembleLinear(num_critics, hidden_dim, 1)
+        self.net = EnsembleMLP(num_critics, [obs_dim + act_dim, hidden_dim, hidden_dim, 1])
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """(num_critics, B) Q-values."""
-        x = F.relu(self.l1(torch.cat([obs, action], -1)))
-        x = F.relu(self.l2(x))
-        return self.l3(x).squeeze(-1)
+        return self.net(torch.cat([obs, action], -1)).squeeze(-1)
 
     def q1(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
         """The first critic only (B,). detach_params: gradients reach the action but not the critic's
         weights (the actor loss needs no critic gradients, so none are computed)."""
-        x = torch.cat([obs, action], -1)
-        for i, layer in enumerate((self.l1, self.l2, self.l3)):
-            w, b = layer.weight[0], layer.bias[0]
-            if detach_params:
-                w, b = w.detach(), b.detach()
-            x = torch.addmm(b, x, w)
-            if i < 2:
-                x = F.relu(x)
-        return x.squeeze(-1)
+        return self.net.member(torch.cat([obs, action], -1), 0, detach_params).squeeze(-1)

@@ -18,11 +18,12 @@ from adaptive_bc import train_offline, train_online
 from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from adaptive_bc.controller import AlphaController, next_alpha
 from adaptive_bc.networks import EnsembleCritic, ensemble_init_
-from common.buffer import Batch, ObsNormalizer, ReplayBuffer
+from common.buffer import Batch, ReplayBuffer
+from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import ConfigError, field_names, parse_config
+from common.config import ConfigError, parse_config
 from common.datasets import load_dataset
-from common.logging import read_metrics
+from common.layout import read_metrics
 from conftest import REPO, shared_dataset, write_d4rl_file
 
 KP, KD, R_TARGET, ALPHA_MAX = 3e-5, 1e-4, 1.05, 0.4
@@ -40,7 +41,7 @@ def hand_agent(**overrides) -> RedqBcAgent:
     agent = RedqBcAgent(1, 1, 1.0, cfg)
     with torch.no_grad():
         for critic in (agent.critic, agent.critic_target):
-            (w1, w2, w3), (b1, b2, b3) = critic.weights, critic.biases
+            (w1, w2, w3), (b1, b2, b3) = critic.net.weights, critic.net.biases
             w1.fill_(1.0), b1.zero_(), w2.fill_(1.0), b2.zero_()
             w3.copy_(t([1.0, 2.0]).view(2, 1, 1)), b3.copy_(t([0.0, -5.0]).view(2, 1, 1))
         for actor in (agent.actor, agent.actor_target):
@@ -51,7 +52,7 @@ def hand_agent(**overrides) -> RedqBcAgent:
 
 
 def numpy_params(critic: EnsembleCritic) -> list[np.ndarray]:
-    return [p.detach().double().numpy().copy() for p in (*critic.weights, *critic.biases)]
+    return [p.detach().double().numpy().copy() for p in (*critic.net.weights, *critic.net.biases)]
 
 
 def manual_q(params, obs, act, member: int) -> np.ndarray:
@@ -95,12 +96,12 @@ class TargetSpy:
 # --- config files ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("env", ["hopper", "walker2d", "halfcheetah"])
 @pytest.mark.parametrize("level", ["medium", "medium-replay"])
-def test_config_files_write_every_key_with_paper_values(env, level):
+def test_config_files_hold_only_the_dataset_and_give_paper_values(env, level):
     path = REPO / "configs" / "adaptive_bc" / f"{env}-{level}.yaml"
     import yaml
 
     written = yaml.safe_load(path.read_text())
-    assert list(written) == field_names(Config)  # every key, in the dataclass order
+    assert written == {"dataset": f"d4rl:{env}-{level}-v2"}  # every other key is the dataclass default
     cfg, _ = parse_config(Config, ["--config", str(path)])
     assert cfg.dataset == f"d4rl:{env}-{level}-v2"
     assert cfg.env is None and cfg.run_dir is None  # derived keys
@@ -125,7 +126,7 @@ def test_config_rejects_bad_values():
 def test_critic_init_is_trunc_normal_with_fan_in_std_and_zero_bias():
     torch.manual_seed(0)
     critic = EnsembleCritic(17, 6, num_critics=10, hidden_dim=256)
-    for w, b, fan_in in zip(critic.weights, critic.biases, (23, 256, 256)):
+    for w, b, fan_in in zip(critic.net.weights, critic.net.biases, (23, 256, 256)):
         assert w.shape[1] == fan_in
         assert w.std().item() == pytest.approx(1 / (2 * math.sqrt(fan_in)), rel=0.05)
         assert w.mean().item() == pytest.approx(0.0, abs=0.01)
@@ -455,6 +456,15 @@ def test_offline_then_online_records_and_checkpoints(tmp_path, tiny_file, monkey
     assert members_used == [None] * 6
     assert capacities == [500]
 
+    # learning rates given online are the ones Adam uses (not the offline optimizer state's)
+    lr_final = train_online.main(["--checkpoint", str(final), "--run_dir", str(tmp_path / "lr"), "--online_steps", "2",
+                                  "--eval_episodes", "1", "--utd", "2", "--prefill_min", "64", "--actor_lr", "1e-4",
+                                  "--critic_lr", "2e-4"])
+    lr_state = load_checkpoint(lr_final)["agent"]
+    assert [g["lr"] for g in lr_state["actor_optimizer"]["param_groups"]] == [1e-4]
+    assert [g["lr"] for g in lr_state["critic_optimizer"]["param_groups"]] == [2e-4]
+    assert ckpt["agent"]["actor_optimizer"]["param_groups"][0]["lr"] == 3e-4
+
 
 def _command(module: str, args: list[str]) -> list[str]:
     return [sys.executable, "-m", module, *args]
@@ -513,7 +523,7 @@ def test_online_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_file)
     killed = tmp_path / "killed"
     _kill_after_checkpoint(_command("adaptive_bc.train_online", args(killed)), killed, _env())
     resumed_from = load_checkpoint(killed / "checkpoints" / "last.pt")
-    assert 200 <= resumed_from["step"] < 1000 and "alpha" in resumed_from["hooks"]
+    assert 200 <= resumed_from["step"] < 1000 and "alpha" in resumed_from["controller"]
     subprocess.run(_command("adaptive_bc.train_online", args(killed)), cwd=REPO, env=_env(), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from common import aggregate
+from tools import aggregate
 
 SCORE = "eval/normalized_score"
 
@@ -175,7 +175,7 @@ def test_command_line_writes_table_json_and_plots(runs, tmp_path, capsys):
     assert median.startswith("0.550 [") and gap.startswith(f"{X_EXPECTED['Optimality Gap']:.3f} [")
     assert "| y | 4 × 3 | 0.500 [0.500, 0.500] |" in text
     assert "Tasks: d4rl:cheetah, d4rl:hopper, d4rl:walker" in text
-    assert "## Per dataset" in text and "| x | d4rl:hopper | 4 | 30.0 ± 35.4 |" in text  # common.plots' table
+    assert "## Per dataset" in text and "| x | d4rl:hopper | 4 | 30.0 ± 35.4 |" in text  # tools.plots' table
     assert "unfinished, left out:" in text and "seed9" in text
     saved = json.loads((out / "aggregate.json").read_text())
     assert saved["results"]["online"]["estimates"]["y"]["Mean"] == [0.6, 0.6, 0.6]

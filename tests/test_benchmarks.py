@@ -47,6 +47,7 @@ def test_throughput_json_report(capsys):
     assert report["evaluation"]["episodes_per_s"] > 0 and "evaluation" not in report["updates"]
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_throughput_profile_names_the_ops_and_the_matmul_share(capsys):
     from benchmarks import throughput
 

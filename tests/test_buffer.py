@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.buffer import ObsNormalizer, ReplayBuffer
+from common.buffer import ReplayBuffer
+from common.normalizer import ObsNormalizer
 from common.datasets import Dataset
 
 
@@ -18,7 +19,7 @@ def make_dataset(n=100, obs_dim=3, act_dim=2) -> Dataset:
 
 def test_from_dataset_layout_and_uniform_sampling():
     ds = make_dataset(n=10)
-    buf = ReplayBuffer.from_dataset(ds, extra_capacity=5, seed=0)
+    buf = ReplayBuffer.from_dataset(ds, online_capacity=5, seed=0)
     assert (buf.capacity, len(buf), buf.num_fixed) == (15, 10, 10)
     batch = buf.sample(20000)
     # Every field of a sampled row comes from the same transition.
@@ -57,7 +58,7 @@ def test_prefill_fifo_eviction_and_capacity_floor():
 
 
 def test_from_dataset_never_evicts_offline_rows():
-    buf = ReplayBuffer.from_dataset(make_dataset(n=5), extra_capacity=2)
+    buf = ReplayBuffer.from_dataset(make_dataset(n=5), online_capacity=2)
     buf.add(np.zeros(3), np.zeros(2), 1.0, np.zeros(3), True)
     buf.add(np.zeros(3), np.zeros(2), 1.0, np.zeros(3), True)
     with pytest.raises(RuntimeError, match="offline rows would be overwritten"):
@@ -66,18 +67,18 @@ def test_from_dataset_never_evicts_offline_rows():
 
 def test_state_dict_round_trip_keeps_online_rows_and_sampler():
     ds = make_dataset(n=20)
-    buf = ReplayBuffer.from_dataset(ds, extra_capacity=10, seed=1)
+    buf = ReplayBuffer.from_dataset(ds, online_capacity=10, seed=1)
     for k in range(3):
         buf.add(np.full(3, 100 + k), np.ones(2), 100 + k, np.zeros(3), k == 2)
     buf.sample(7)
     state = buf.state_dict()
     assert state["rows"].shape[0] == 3  # only the online part is checkpointed
-    other = ReplayBuffer.from_dataset(ds, extra_capacity=10, seed=99)
+    other = ReplayBuffer.from_dataset(ds, online_capacity=10, seed=99)
     other.load_state_dict(state)
     assert torch.equal(other.data, buf.data) and (other.size, other.ptr) == (buf.size, buf.ptr)
     assert torch.equal(other.sample(32).rewards, buf.sample(32).rewards)
     with pytest.raises(ValueError, match="does not match"):
-        ReplayBuffer.from_dataset(make_dataset(n=21), extra_capacity=10).load_state_dict(state)
+        ReplayBuffer.from_dataset(make_dataset(n=21), online_capacity=10).load_state_dict(state)
 
 
 def test_normalizer_statistics_and_round_trip():

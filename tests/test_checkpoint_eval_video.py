@@ -1,7 +1,6 @@
 """Checkpoint files, evaluation determinism, seeding, and rendered video."""
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -55,7 +54,8 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="refusing to load"):
         load_checkpoint(path)
     assert "code ran" not in capsys.readouterr().out
-    assert pickle  # the payload above is a pickle exploit only weights_only=True blocks
+    torch.load(path, weights_only=False)  # the payload is a real exploit: an unsafe load runs it
+    assert "code ran while loading" in capsys.readouterr().out
 
 
 def test_evaluation_is_deterministic_and_batched():

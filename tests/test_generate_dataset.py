@@ -1,4 +1,4 @@
-"""The dataset generator (common/generate_dataset.py) and its SAC (common/sac.py)."""
+"""The dataset generator (tools/generate_dataset.py) and its SAC (tools/sac.py)."""
 from __future__ import annotations
 
 import json
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import generate_dataset as gen
+from tools import generate_dataset as gen
 from common.checkpoint import CheckpointError, load_checkpoint
 from common.datasets import REF_RETURNS, load_dataset
-from common.sac import SAC, EnsembleLinear, SACConfig, TanhGaussianActor, TwinCritic, soft_td_target
+from tools.sac import SAC, SACConfig, TanhGaussianActor, TwinCritic, soft_td_target
 
 REPO = Path(__file__).resolve().parent.parent
 # Stops at the first evaluation (step 500): 200 random steps, 300 SAC updates, then 2000 medium rows.
@@ -102,11 +102,11 @@ def test_twin_critic_members_are_independent_mlps():
     obs, act = torch.randn(5, 3), torch.randn(5, 2)
     q = critic(obs, act)
     assert q.shape == (2, 5)
-    layers = [m for m in critic.net if isinstance(m, EnsembleLinear)]
+    layers = list(zip(critic.net.weights, critic.net.biases))
     for i in range(2):
         h = torch.cat([obs, act], -1)
-        for j, layer in enumerate(layers):
-            h = h @ layer.weight[i] + layer.bias[i, 0]
+        for j, (weight, bias) in enumerate(layers):
+            h = h @ weight[i] + bias[i, 0]
             h = torch.relu(h) if j < 2 else h
         torch.testing.assert_close(q[i], h[:, 0])
     assert not torch.equal(q[0], q[1])
@@ -119,7 +119,7 @@ def test_sac_state_dict_restores_training_exactly(tmp_path):
                 torch.randn(32, generator=g), torch.randn(32, 5, generator=g), (torch.rand(32, generator=g) < 0.1).float())
 
     torch.manual_seed(0)
-    a = SAC(5, 2, -np.ones(2), np.ones(2), SACConfig(hidden=16, batch_size=32), seed=1)
+    a = SAC(5, 2, -np.ones(2), np.ones(2), SACConfig(hidden=16), seed=1)
     for i in range(3):
         metrics = a.update(*batch(i))
     assert set(metrics) == {"critic_loss", "actor_loss", "alpha", "q_mean", "entropy"}
@@ -127,7 +127,7 @@ def test_sac_state_dict_restores_training_exactly(tmp_path):
     from common.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "sac.pt", {"sac": a.state_dict()})
     torch.manual_seed(99)
-    b = SAC(5, 2, -np.ones(2), np.ones(2), SACConfig(hidden=16, batch_size=32), seed=7)
+    b = SAC(5, 2, -np.ones(2), np.ones(2), SACConfig(hidden=16), seed=7)
     b.load_state_dict(load_checkpoint(tmp_path / "sac.pt")["sac"])  # weights_only=True load
     for i in range(3, 6):
         assert a.update(*batch(i)) == b.update(*batch(i))
@@ -374,7 +374,7 @@ def test_refuses_to_overwrite_or_to_resume_other_settings(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_arrays(tiny_run, tmp_path):
     """The real thing: SIGKILL the process after its first checkpoint, and again in the medium phase."""
-    args = [sys.executable, "-m", "common.generate_dataset", *TINY, "--medium-size", "2000", "--out", str(tmp_path)]
+    args = [sys.executable, "-m", "tools.generate_dataset", *TINY, "--medium-size", "2000", "--out", str(tmp_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     ckpt = tmp_path / "hopper-gen.ckpt.pt"
 

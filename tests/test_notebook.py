@@ -48,6 +48,7 @@ def _generator():
     return module
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_plots_notebook_executes_on_the_committed_quickstart_runs(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
@@ -64,6 +65,7 @@ def test_plots_notebook_executes_on_the_committed_quickstart_runs(tmp_path, monk
 
 
 @pytest.mark.parametrize("algo", ["spot", "adaptive_bc"])
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_inference_notebook_executes(tmp_path, monkeypatch, algo):
     from nbclient import NotebookClient
 

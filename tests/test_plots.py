@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from common import plots
+from tools import plots
 
 
 def make_trial(root: Path, algo: str, dataset: str, seed: int, offline_scores, online_scores, weight_key=None,
@@ -94,8 +94,8 @@ def test_plot_draws_the_aggregated_data(runs, tmp_path):
     switch = [line for line in top.lines if line.get_linestyle() == "--"]
     assert switch and switch[0].get_xdata()[0] == 100
     weights = {line.get_label(): line for line in bottom.lines}
-    np.testing.assert_allclose(weights["spot λ"].get_ydata(), [0.1, 0.06, 0.02])
-    np.testing.assert_allclose(weights["adaptive_bc α"].get_xdata(), [100, 150, 200])
+    np.testing.assert_allclose(weights["spot lambda"].get_ydata(), [0.1, 0.06, 0.02])
+    np.testing.assert_allclose(weights["adaptive_bc alpha"].get_xdata(), [100, 150, 200])
 
 
 def test_results_table_final_not_best(runs, tmp_path):

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from benchmarks import quality
-from common import sweep
+from tools import sweep
 from common.checkpoint import load_checkpoint
-from common.logging import read_metrics
+from common.layout import read_metrics
 from conftest import REPO, write_d4rl_file
 
 SCORE = "eval/normalized_score"

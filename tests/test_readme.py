@@ -35,6 +35,7 @@ def test_readmes_exist_and_have_commands():
 
 
 @pytest.mark.parametrize("module", _modules())
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_module_help_works(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)

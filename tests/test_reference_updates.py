@@ -19,7 +19,8 @@ import torch
 from adaptive_bc.agent import Config as BcConfig
 from adaptive_bc.agent import RedqBcAgent
 from adaptive_bc.controller import AlphaController
-from common.buffer import Batch, ObsNormalizer
+from common.buffer import Batch
+from common.normalizer import ObsNormalizer
 from common.datasets import load_dataset
 from conftest import REPO
 from reference import spot_reference as sref
@@ -134,7 +135,7 @@ def bc_opt_views(agent: RedqBcAgent, target=False):
     actor = agent.actor_target if target else agent.actor
     critic = agent.critic_target if target else agent.critic
     actor_lin = [(lin.weight, lin.bias) for lin in (actor.l1, actor.l2, actor.l3)]
-    stacked = [(lambda f, w=w: f(w), lambda f, b=b: f(b)) for w, b in zip(critic.weights, critic.biases)]
+    stacked = [(lambda f, w=w: f(w), lambda f, b=b: f(b)) for w, b in zip(critic.net.weights, critic.net.biases)]
     return bc_views(actor_lin, stacked)
 
 
@@ -156,8 +157,8 @@ def copy_bc_weights(agent: RedqBcAgent, ref: ReferenceRedqBc) -> None:
         for ensemble, critics in ((agent.critic, ref.critics), (agent.critic_target, ref.critic_targets)):
             for i, critic in enumerate(critics):
                 for k, layer in enumerate(critic.layers):
-                    layer.weight.copy_(ensemble.weights[k][i].T)
-                    layer.bias.copy_(ensemble.biases[k][i, 0])
+                    layer.weight.copy_(ensemble.net.weights[k][i].T)
+                    layer.bias.copy_(ensemble.net.biases[k][i, 0])
 
 
 def bc_draws(n: int, act_dim: int, num_critics: int, use_min: bool, dtype) -> list[Draws]:
@@ -255,7 +256,7 @@ def spot_opt_views(agent: SpotAgent, target=False, vae=False):
     actor = agent.actor_target if target else agent.actor
     critic = agent.critic_target if target else agent.critic
     actor_lin = [(lin.weight, lin.bias) for lin in (actor.l1, actor.l2, actor.l3)]
-    layers = [(lambda f, l=l: f(l.weight), lambda f, l=l: f(l.bias)) for l in (critic.l1, critic.l2, critic.l3)]
+    layers = [(lambda f, w=w: f(w), lambda f, b=b: f(b)) for w, b in zip(critic.net.weights, critic.net.biases)]
     return spot_views(actor_lin, layers, vae_opt_parts(agent.vae) if vae else None)
 
 
@@ -308,9 +309,9 @@ def copy_spot_weights(agent: SpotAgent, ref: sref.ReferenceSpot) -> None:
                 getattr(actor_r, n).bias.copy_(getattr(actor_o, n).bias)
         for twin, qs in ((agent.critic, (ref.q1, ref.q2)), (agent.critic_target, (ref.q1_target, ref.q2_target))):
             for i, q in enumerate(qs):
-                for n in ("l1", "l2", "l3"):
-                    getattr(q, n).weight.copy_(getattr(twin, n).weight[i].T)
-                    getattr(q, n).bias.copy_(getattr(twin, n).bias[i, 0])
+                for k, n in enumerate(("l1", "l2", "l3")):
+                    getattr(q, n).weight.copy_(twin.net.weights[k][i].T)
+                    getattr(q, n).bias.copy_(twin.net.biases[k][i, 0])
     copy_vae_weights(agent.vae, ref.vae)
 
 

@@ -1,6 +1,8 @@
 """SPOT: VAE density numbers, actor loss, λ schedule, divergence guard, checkpoints, resume, learning."""
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import signal
@@ -16,13 +18,14 @@ import yaml
 
 from conftest import REPO, shared_dataset, write_d4rl_file
 
-from common.buffer import Batch, ObsNormalizer
+from common.buffer import Batch
+from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import ConfigError, load_yaml
+from common.config import parse_config, ConfigError, load_yaml
 from common.datasets import read_d4rl_hdf5
 from common.evaluation import evaluate
 from common.inference import load_agent
-from common.logging import read_metrics
+from common.layout import read_metrics
 from spot import train_offline, train_online
 from spot.agent import (Config, QDivergenceError, SpotAgent, VaeMismatchError, VaeTrainer, lambda_schedule,
                         resolve_lambda)
@@ -89,17 +92,15 @@ def test_vae_loss_tiny_fixed_case():
 
 def test_vae_trainer_reports_the_same_loss_and_freezes_at_the_end():
     vae = tiny_vae(z_dependent=False)
-    finished = []
-    trainer = VaeTrainer(vae, ObsNormalizer.identity(1), lr=1e-3, beta=BETA, total_steps=2,
-                         on_finish=lambda: finished.append(trainer.steps))
+    trainer = VaeTrainer(vae, ObsNormalizer.identity(1), lr=1e-3, beta=BETA, total_steps=2)
     batch = Batch(torch.zeros(2, 1), torch.tensor([[0.3], [0.3]]), torch.zeros(2), torch.zeros(2, 1), torch.zeros(2))
     metrics = trainer.update(batch)  # metrics are those of the batch before the step
     assert metrics["vae_loss"] == pytest.approx(0.09 + BETA * KL_MEAN, rel=1e-6)
     assert metrics["vae_recon_loss"] == pytest.approx(0.09, rel=1e-6)
     assert metrics["vae_kl_loss"] == pytest.approx(KL_MEAN, rel=1e-6)
-    assert vae.encoder[4].bias.requires_grad and not finished
+    assert vae.encoder[4].bias.requires_grad and not trainer.finished
     trainer.update(batch)
-    assert finished == [2] and trainer.finished
+    assert trainer.finished and trainer.steps == 2
     assert not any(p.requires_grad for p in vae.parameters())
 
 
@@ -166,7 +167,7 @@ def hand_agent(lambd=0.5, q_value=2.0, pi_bias=0.25, **overrides) -> SpotAgent:
         for p in [*agent.actor.parameters(), *agent.critic.parameters()]:
             p.zero_()
         agent.actor.l3.bias.fill_(pi_bias)
-        agent.critic.l3.bias[0].fill_(q_value)
+        agent.critic.net.biases[2][0].fill_(q_value)
     return agent
 
 
@@ -204,10 +205,10 @@ def _critic_q_equals_10_plus_action(agent: SpotAgent) -> None:
     with torch.no_grad():
         for p in agent.critic.parameters():
             p.zero_()
-        agent.critic.l1.weight[0, 1, 0] = 1.0  # input (obs, action): hidden unit 0 = action + 10
-        agent.critic.l1.bias[0, 0, 0] = 10.0
-        agent.critic.l2.weight[0, 0, 0] = 1.0
-        agent.critic.l3.weight[0, 0, 0] = 1.0
+        agent.critic.net.weights[0][0, 1, 0] = 1.0  # input (obs, action): hidden unit 0 = action + 10
+        agent.critic.net.biases[0][0, 0, 0] = 10.0
+        agent.critic.net.weights[1][0, 0, 0] = 1.0
+        agent.critic.net.weights[2][0, 0, 0] = 1.0
 
 
 def test_actor_step_directions_and_frozen_vae():
@@ -234,10 +235,10 @@ def test_critic_loss_matches_manual_td_target():
     # Critics output the constants 0.5 and 1.0, target critics 3 and 4 (the min, 3, is used).
     agent = hand_agent(policy_delay=10, target_noise=0.0)
     with torch.no_grad():
-        agent.critic.l3.bias.copy_(torch.tensor([0.5, 1.0]).view(2, 1, 1))
+        agent.critic.net.biases[2].copy_(torch.tensor([0.5, 1.0]).view(2, 1, 1))
         for p in agent.critic_target.parameters():
             p.zero_()
-        agent.critic_target.l3.bias.copy_(torch.tensor([3.0, 4.0]).view(2, 1, 1))
+        agent.critic_target.net.biases[2].copy_(torch.tensor([3.0, 4.0]).view(2, 1, 1))
     batch = Batch(torch.zeros(2, 1), torch.zeros(2, 1), torch.tensor([1.0, 2.0]), torch.zeros(2, 1),
                   torch.tensor([0.0, 1.0]))
     # y = r + 0.99 · (1 − terminal) · 3 = (3.97, 2); loss = Σ_critics mean (Q − y)²
@@ -296,17 +297,20 @@ def test_save_load_gives_identical_actions_and_updates(tmp_path):
     np.testing.assert_array_equal(agent.act(obs), other.act(obs))
 
 
-def test_configs_write_every_key_with_the_issue_lambdas():
-    keys = set(Config().to_dict())
+def test_configs_hold_only_what_differs_from_the_defaults_with_the_issue_lambdas():
     lambdas = {"hopper": 0.1, "walker2d": 0.2, "halfcheetah": 0.05}
+    defaults = dataclasses.asdict(Config())
     for env, lambd in lambdas.items():
         for level in ("medium", "medium-replay"):
-            values = load_yaml(REPO / "configs" / "spot" / f"{env}-{level}.yaml")
-            assert set(values) == keys
-            assert values["dataset"] == f"d4rl:{env}-{level}-v2"
-            assert values["lambd"] == lambd
-            assert values["vae_latent_dim"] is None and values["lambda_decay_steps"] is None
-            assert values["run_dir"] is None and values["env"] is None
+            path = REPO / "configs" / "spot" / f"{env}-{level}.yaml"
+            values = load_yaml(path)
+            assert all(k == "dataset" or defaults[k] != v for k, v in values.items())  # only the differences
+            assert set(values) == {"dataset", "lambd", "wandb_group"}
+            cfg, _ = parse_config(Config, ["--config", str(path)])
+            assert cfg.dataset == f"d4rl:{env}-{level}-v2" and cfg.lambd == lambd
+            assert cfg.vae_latent_dim is None and cfg.lambda_decay_steps is None
+            assert cfg.run_dir is None and cfg.env is None
+            assert (cfg.vae_steps, cfg.offline_steps, cfg.online_steps, cfg.beta) == (100_000, 1_000_000, 250_000, 0.5)
 
 
 def test_config_validation():
@@ -440,6 +444,12 @@ def test_online_options_and_architecture_guard(tmp_path, tiny_data):
     base = ["--checkpoint", str(offline), "--online_steps=20", "--eval_every=10", "--eval_episodes=1"]
     path = train_online.main([*base, "--reset_optimizers=true", "--lambd=0.4", "--lambda_decay_steps=10",
                               "--run_dir", str(tmp_path / "reset")])
+    # learning rates given online are the ones Adam uses (not the offline optimizer state's)
+    lr_path = train_online.main([*base, "--actor_lr=1e-4", "--critic_lr=2e-4", "--run_dir", str(tmp_path / "lr")])
+    lr_state = load_checkpoint(lr_path)["agent"]
+    assert [g["lr"] for g in lr_state["actor_optimizer"]["param_groups"]] == [1e-4]
+    assert [g["lr"] for g in lr_state["critic_optimizer"]["param_groups"]] == [2e-4]
+    assert load_checkpoint(offline)["agent"]["actor_optimizer"]["param_groups"][0]["lr"] == 3e-4
     evals = [r for r in read_metrics(tmp_path / "reset" / "metrics.jsonl") if "train/lambda" in r]
     np.testing.assert_allclose([r["train/lambda"] for r in evals], [0.4, 0.08, 0.08])
     state = load_checkpoint(path)["agent"]

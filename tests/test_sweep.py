@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common import sweep
+from tools import sweep
 from conftest import REPO, write_d4rl_file
 
 # A stand-in for <algo>.train_offline / train_online: the same CLI and run-folder contract (config.yaml,
@@ -255,6 +255,7 @@ def one_trial(tmp_path, fake_pkg, **spec_extra) -> sweep.Trial:
     return sweep.load_sweep(write_sweep(tmp_path / "s.yaml", spec), cwd=tmp_path)[0]
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_run_trial_runs_both_phases_then_skips_them(tmp_path, fake_pkg):
     trial = one_trial(tmp_path, fake_pkg)
     result = sweep.run_trial(trial, "sweep-1")
@@ -272,6 +273,7 @@ def test_run_trial_runs_both_phases_then_skips_them(tmp_path, fake_pkg):
     assert len(invocations(trial.run_dir("offline"))) == 1 and len(invocations(trial.run_dir("online"))) == 1
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_run_trial_with_offline_from_needs_and_uses_the_source_checkpoint(tmp_path, fake_pkg):
     spec = fake_spec(tmp_path / "root", fake_pkg, seeds=[1])
     spec["algorithms"] = {"fake_a": {"module": "fakealgo"},
@@ -291,6 +293,7 @@ def test_run_trial_with_offline_from_needs_and_uses_the_source_checkpoint(tmp_pa
     assert config["offline_checkpoint"] == str(source.final_checkpoint("offline"))
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_run_trial_resumes_an_interrupted_phase_with_the_same_command(tmp_path, fake_pkg):
     trial = one_trial(tmp_path, fake_pkg)
     checkpoints = trial.run_dir("offline") / "checkpoints"
@@ -302,6 +305,7 @@ def test_run_trial_resumes_an_interrupted_phase_with_the_same_command(tmp_path, 
     assert [c["resumed_from"] for c in invocations(trial.run_dir("offline"))] == [3]
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_run_trial_reports_a_failure_with_its_log(tmp_path, fake_pkg):
     trial = one_trial(tmp_path, fake_pkg, online_overrides={"no_such_key": 1})
     result = sweep.run_trial(trial)
@@ -314,6 +318,7 @@ def test_run_trial_reports_a_failure_with_its_log(tmp_path, fake_pkg):
     assert status["state"] == "failed" and status["phase"] == "online"
 
 
+@pytest.mark.slow  # starts subprocesses / a kernel / the profiler
 def test_run_trial_waits_for_another_process_holding_the_trial(tmp_path, fake_pkg):
     import fcntl
 
@@ -446,7 +451,7 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, fake_pkg
                                                      offline_overrides={"offline_steps": 10}))
     trials = sweep.load_sweep(path, cwd=tmp_path)
     # the killed sweep runs on its own local Ray instance, as from a terminal
-    driver = subprocess.Popen([sys.executable, "-m", "common.sweep", str(path), "--num-cpus", "2", "--interval", "1"],
+    driver = subprocess.Popen([sys.executable, "-m", "tools.sweep", str(path), "--num-cpus", "2", "--interval", "1"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     finished = lambda: [t for t in trials if t.final_checkpoint("online").exists()]  # noqa: E731
     def started_offline():  # trials early in their offline phase: killing now interrupts it
@@ -475,7 +480,7 @@ def test_killed_sweep_resumes_without_redoing_finished_trials(tmp_path, fake_pkg
     assert not left, f"processes of the killed sweep still running: {left}"
 
     # the rerun joins the running Ray instance by its address, as on a cluster
-    rerun = subprocess.run([sys.executable, "-m", "common.sweep", str(path), "--address", ray_address],
+    rerun = subprocess.run([sys.executable, "-m", "tools.sweep", str(path), "--address", ray_address],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"4 trials: {len(done_before)} already finished, {4 - len(done_before)} to run" in rerun.stdout
@@ -496,7 +501,7 @@ def test_sigterm_stops_the_sweep_and_its_processes(tmp_path, fake_pkg):
     path = write_sweep(tmp_path / "s.yaml", fake_spec(tmp_path / "root", fake_pkg, seeds=1,
                                                      overrides={"step_seconds": 5, "offline_steps": 100}))
     trial = sweep.load_sweep(path, cwd=tmp_path)[0]
-    driver = subprocess.Popen([sys.executable, "-m", "common.sweep", str(path), "--num-cpus", "2"], cwd=REPO,
+    driver = subprocess.Popen([sys.executable, "-m", "tools.sweep", str(path), "--num-cpus", "2"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not invocations(trial.run_dir("offline")):  # its training process has started
@@ -517,7 +522,7 @@ def test_sigterm_stops_the_sweep_and_its_processes(tmp_path, fake_pkg):
 @pytest.mark.slow
 def test_real_training_scripts_sweep_then_aggregate(tmp_path, ray_address, capsys):
     """adaptive_bc and spot x 2 seeds on a tiny dataset and budget; a bad override fails alone."""
-    from common import aggregate
+    from tools import aggregate
 
     data = tmp_path / "tiny-hopper.hdf5"
     write_d4rl_file(data, episodes=[(120, "timeout"), (80, "terminal"), (100, "timeout")], next_obs=True)

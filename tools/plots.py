@@ -1,11 +1,12 @@
 """Learning curves and results tables from run folders.
 
-  python -m common.plots runs/*/*/seed*/offline runs/*/*/seed*/online --out curves.png --table results.md
+  python -m tools.plots runs/*/*/seed*/offline runs/*/*/seed*/online --out curves.png --table results.md
 
 Each run folder holds config.yaml and metrics.jsonl. An online run is joined to the offline run it
 started from (config key `offline_checkpoint`), and both phases are drawn on one step axis: offline
 gradient steps, then online environment steps, with the switch marked. Curves are the mean over
-seeds with a 95% bootstrap confidence band; under them the BC weight (adaptive_bc's α, spot's λ).
+seeds with a 95% bootstrap confidence band; under them the algorithm's regularisation weight: the metric its
+run folder names in config.yaml (`regularization_metric`, e.g. adaptive_bc's train/alpha, spot's train/lambda).
 The table reports the *final* (not best) evaluation of each phase, mean ± std over seeds.
 """
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from common.logging import read_metrics
+from common import layout
 
 SCORE = "eval/normalized_score"
-BC_WEIGHT_KEYS = ("train/alpha", "train/lambda")
+# Run folders written before config.yaml recorded `regularization_metric` (e.g. committed results): the metric
+# names those runs logged for their weight.
+LEGACY_WEIGHT_METRICS = ("train/alpha", "train/lambda")
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class Trial:
     online: list[dict]
     offline_dir: Path | None = None
     online_dir: Path | None = None
+    weight_metric: str | None = None  # the regularisation weight's metric name (config.yaml record)
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(x on the shared axis, values) of every record holding `key`, offline then online."""
@@ -52,11 +55,10 @@ class Trial:
         return float(records[-1][SCORE]) if records else None
 
 
-def _read_run(run_dir: Path) -> tuple[dict, list[dict]]:
-    config_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.jsonl"
-    if not config_path.is_file() or not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (needs config.yaml and metrics.jsonl)")
-    return yaml.safe_load(config_path.read_text()), read_metrics(metrics_path)
+def _weight_metric(config: dict, records: list[dict]) -> str | None:
+    if config.get("regularization_metric"):
+        return config["regularization_metric"]
+    return next((k for k in LEGACY_WEIGHT_METRICS if any(k in r for r in records)), None)
 
 
 def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
@@ -64,7 +66,7 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     offline: dict[Path, tuple[dict, list]] = {}
     online: list[tuple[Path, dict, list]] = []
     for run_dir in map(Path, run_dirs):
-        config, records = _read_run(run_dir)
+        config, records = layout.read_run(run_dir)
         if config.get("phase") == "online":
             online.append((run_dir.resolve(), config, records))
         else:
@@ -72,30 +74,19 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     trials = []
     joined = set()
     for run_dir, config, records in online:
-        source = Path(config["offline_checkpoint"]).resolve().parent.parent
-        if source not in offline and not (source / "metrics.jsonl").is_file():
-            source = _moved_offline_run(run_dir, source)
-        if source not in offline and (source / "metrics.jsonl").is_file():
-            offline[source] = _read_run(source)
+        source = layout.offline_run_of(run_dir, config)
+        if source not in offline and layout.is_run_dir(source):
+            offline[source] = layout.read_run(source)
         _, off_records = offline.get(source, (config, []))
         joined.add(source)
         trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(off_records),
-                            off_records, records, source if off_records else None, run_dir))
+                            off_records, records, source if off_records else None, run_dir,
+                            _weight_metric(config, records)))
     for path, (config, records) in offline.items():
         if path not in joined:
             trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(records),
-                                records, [], path, None))
+                                records, [], path, None, _weight_metric(config, records)))
     return trials
-
-
-def _moved_offline_run(online_dir: Path, recorded: Path) -> Path:
-    """Where a copied or moved offline run is when its recorded path no longer exists: the online run's
-    sibling (a run pair), or the same place under the online run's sweep root (a sweep's naive trial
-    fine-tunes <root>/<algo>/<dataset>/seed<k>/offline of another algorithm). Else the recorded path."""
-    candidates = [online_dir.with_name("offline")]
-    if len(recorded.parts) >= 4 and len(online_dir.parents) >= 4:
-        candidates.append(online_dir.parents[3].joinpath(*recorded.parts[-4:]))
-    return next((c for c in candidates if (c / "metrics.jsonl").is_file()), recorded)
 
 
 def _last_step(records: list[dict]) -> int:
@@ -153,7 +144,8 @@ def plot(trials: list[Trial], out: str | Path, title: str | None = None):
     import matplotlib.pyplot as plt
 
     scores = aggregate(trials, SCORE)
-    weights = {k: aggregate(trials, k) for k in BC_WEIGHT_KEYS}
+    weight_keys = sorted({t.weight_metric for t in trials if t.weight_metric})
+    weights = {k: aggregate([t for t in trials if t.weight_metric == k], k) for k in weight_keys}
     datasets = sorted({d for _, d in scores})
     algos = sorted({a for a, _ in scores})
     colors = {a: plt.get_cmap("tab10")(i) for i, a in enumerate(algos)}
@@ -170,17 +162,17 @@ def plot(trials: list[Trial], out: str | Path, title: str | None = None):
             if curve["switch"] is not None:
                 for ax in (top, bottom):
                     ax.axvline(curve["switch"], color="gray", linestyle="--", linewidth=1)
-            for key, label in zip(BC_WEIGHT_KEYS, ("α", "λ")):
+            for key in weight_keys:
                 trace = weights[key].get((algo, dataset))
                 if trace is not None:
-                    bottom.plot(trace["x"], trace["mean"], color=colors[algo], label=f"{algo} {label}")
+                    bottom.plot(trace["x"], trace["mean"], color=colors[algo], label=f"{algo} {key.split('/')[-1]}")
                     bottom.fill_between(trace["x"], trace["lo"], trace["hi"], color=colors[algo], alpha=0.2,
                                         linewidth=0)
         top.set_title(dataset)
         top.set_ylabel("normalized score")
         top.grid(alpha=0.3)
         top.legend(loc="lower right", fontsize=8)
-        bottom.set_ylabel("BC weight")
+        bottom.set_ylabel("regularisation weight")
         bottom.set_xlabel("offline gradient steps, then online env steps (dashed: switch)")
         bottom.grid(alpha=0.3)
         if bottom.lines:

@@ -1,8 +1,8 @@
 """Regenerate D4RL-style MuJoCo datasets without internet: the D4RL recipe as one command.
 
-    python -m common.generate_dataset --env hopper --out DIR [--target 44] [--medium-size 1000000]
+    python -m tools.generate_dataset --env hopper --out DIR [--target 44] [--medium-size 1000000]
 
-1. SAC (common/sac.py) trains online on the gymnasium v5 env, uniform random actions for the first
+1. SAC (tools/sac.py) trains online on the gymnasium v5 env, uniform random actions for the first
    --random-steps steps, then one update per environment step.
 2. From the end of the random phase on, every --eval-every steps the *stochastic* policy plays
    --eval-episodes episodes; training stops as soon as their mean D4RL normalized score reaches
@@ -40,7 +40,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.datasets import REF_RETURNS, normalized_score
 from common.envs import gym_make
 from common.evaluation import Evaluator
-from common.sac import SAC, SACConfig
+from tools.sac import SAC, SACConfig
 from common.utils import set_threads
 
 ENV_IDS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
@@ -60,7 +60,7 @@ def stream_seed(seed: int, stream: int, index: int) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m common.generate_dataset", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.generate_dataset", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", required=True, choices=sorted(ENV_IDS))
     p.add_argument("--out", required=True, help="output folder (files, checkpoint)")
@@ -164,7 +164,7 @@ class Generator:
         model = self.env.unwrapped.model
         torch.manual_seed(args.seed)  # network initialization
         self.sac = SAC(obs_dim, act_dim, self.low, self.high,
-                       SACConfig(args.hidden, args.lr, args.gamma, args.tau, args.batch_size),
+                       SACConfig(args.hidden, args.lr, args.gamma, args.tau),
                        seed=stream_seed(args.seed, SAMPLING, 0))
         self.replay = TransitionStore(obs_dim, act_dim, model.nq, model.nv)
         self.medium = TransitionStore(obs_dim, act_dim, model.nq, model.nv)
@@ -339,7 +339,7 @@ class Generator:
         scores = normalized_score(returns, *self.ref)
         pr = self.progress
         generation = {
-            "generator": "D4RL recipe: SAC early-stopped at medium level (python -m common.generate_dataset)",
+            "generator": "D4RL recipe: SAC early-stopped at medium level (python -m tools.generate_dataset)",
             "env_id": self.env_id, "seed": self.args.seed, "target_normalized_score": self.args.target,
             "stop_step": pr.stop_step, "stop_reason": pr.stop_reason, "target_reached": pr.stop_reason == "target",
             **library_versions(), "train_log": pr.train_log, "dataset": level,

@@ -1,10 +1,10 @@
 """Multi-seed sweeps on Ray: every (algorithm, dataset, seed) trial runs offline, then online.
 
-  python -m common.sweep configs/sweeps/paper.yaml                    # local Ray, all cores
-  python -m common.sweep configs/sweeps/paper.yaml --num-cpus 8       # local Ray, 8 CPUs
-  python -m common.sweep configs/sweeps/paper.yaml --address auto     # a cluster (`ray start --head` first)
-  python -m common.sweep configs/sweeps/paper.yaml --dry-run          # print the trials and commands
-  python -m common.sweep configs/sweeps/paper.yaml --datasets hopper-medium --seeds 0,1   # a part of it
+  python -m tools.sweep configs/sweeps/paper.yaml                    # local Ray, all cores
+  python -m tools.sweep configs/sweeps/paper.yaml --num-cpus 8       # local Ray, 8 CPUs
+  python -m tools.sweep configs/sweeps/paper.yaml --address auto     # a cluster (`ray start --head` first)
+  python -m tools.sweep configs/sweeps/paper.yaml --dry-run          # print the trials and commands
+  python -m tools.sweep configs/sweeps/paper.yaml --datasets hopper-medium --seeds 0,1   # a part of it
 
 A trial is one Ray task holding `resources.cpus` CPUs (and `resources.gpus`, a fraction is fine); it
 runs the training scripts as subprocesses with `--threads` = its CPUs and OMP_NUM_THREADS set:
@@ -46,8 +46,10 @@ from typing import Any
 
 import yaml
 
+from common import layout
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("offline", "online")
+PHASES = layout.PHASES
 SCORE = "eval/normalized_score"
 # Set by the sweep for every run; an override of these would break the trial layout or the resources.
 MANAGED_KEYS = ("run_dir", "seed", "threads", "checkpoint")
@@ -94,7 +96,7 @@ class Trial:
         return Path(self.trial_dir) / phase
 
     def final_checkpoint(self, phase: str) -> Path:
-        return self.run_dir(phase) / "checkpoints" / f"{phase}.pt"
+        return layout.checkpoint_path(self.run_dir(phase), phase)
 
     def log_path(self, phase: str) -> Path:
         return Path(self.trial_dir) / f"{phase}.log"
@@ -238,9 +240,9 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
                 resources = _resources(algo_spec.get("resources"), f"{where}.resources", base_resources)
                 algo_env = _mapping(algo_spec.get("env"), f"{where}.env")
                 env = {**base_env, **{str(k): str(v) for k, v in algo_env.items()}}
-                trial_dir = root_dir / algo / data["name"] / f"seed{seed}"
+                trial_dir = layout.trial_dir(root_dir, algo, data["name"], seed)
                 threads = max(1, int(resources["cpus"]))
-                source_dir = root_dir / source / data["name"] / f"seed{seed}" if source else None
+                source_dir = layout.trial_dir(root_dir, source, data["name"], seed) if source else None
                 commands = {}
                 for phase in PHASES:
                     if phase == "offline" and source:
@@ -251,7 +253,7 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
                                  **data["overrides"]}
                     argv = ["python", "-m", f"{module}.train_{phase}"]  # run with the worker's interpreter
                     if phase == "online":
-                        argv += ["--checkpoint", str((source_dir or trial_dir) / "offline" / "checkpoints" / "offline.pt")]
+                        argv += ["--checkpoint", str(layout.checkpoint_path((source_dir or trial_dir) / "offline", "offline"))]
                     if data["config"]:
                         config = data["config"].replace("{algo}", module)  # variants share their package's configs
                         if not Path(config).is_file():
@@ -430,21 +432,11 @@ def _last_line(log: Path) -> str:
 
 def last_eval(run_dir: Path, tail_bytes: int = 65536) -> dict | None:
     """The last record holding an evaluation score in <run_dir>/metrics.jsonl (read from the file's end)."""
-    path = Path(run_dir) / "metrics.jsonl"
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - tail_bytes))
-            lines = f.read().decode(errors="replace").splitlines()
+        records = layout.read_metrics(Path(run_dir) / "metrics.jsonl", tail_bytes=tail_bytes)
     except OSError:
         return None
-    for line in reversed(lines):
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict) and isinstance(record.get(SCORE), (int, float)):
-                return record
-    return None
+    return next((r for r in reversed(records) if isinstance(r.get(SCORE), (int, float))), None)
 
 
 def last_score(run_dir: Path) -> float | None:
@@ -639,7 +631,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(_plan_text(trials))
         return 0
-    if trials:  # a record of what ran; common.aggregate also recognizes a sweep's root by it
+    if trials:  # a record of what ran; tools.aggregate also recognizes a sweep's root by it
         root = Path(trials[0].trial_dir).parents[2]
         root.mkdir(parents=True, exist_ok=True)
         if not (root / "sweep.yaml").exists() or not (root / "sweep.yaml").samefile(args.sweep):
@@ -658,7 +650,7 @@ def main(argv=None) -> int:
         print(f"FAILED {r['name']}: {r['error']}" + (f"\n  log: {r['log']}" if r.get("log") else ""))
     if trials:
         root = str(Path(trials[0].trial_dir).parents[2])  # <root>/<algo>/<dataset>/seed<k>
-        print(f"\naggregate with: python -m common.aggregate {shlex.quote(root)}")
+        print(f"\naggregate with: python -m tools.aggregate {shlex.quote(root)}")
     return 1 if failed else 0
 
 

@@ -1,12 +1,12 @@
 """Aggregate normalized scores across runs with rliable: IQM, mean, median and optimality gap.
 
-  python -m common.aggregate runs/sweeps/paper --out-dir results/paper
-  python -m common.aggregate runs/*/*/seed*/offline runs/*/*/seed*/online
-  python -m common.aggregate spot-lr1e-4=runs/sweeps/lr/spot spot=runs/sweeps/paper/spot   # LABEL=PATH
+  python -m tools.aggregate runs/sweeps/paper --out-dir results/paper
+  python -m tools.aggregate runs/*/*/seed*/offline runs/*/*/seed*/online
+  python -m tools.aggregate spot-lr1e-4=runs/sweeps/lr/spot spot=runs/sweeps/paper/spot   # LABEL=PATH
 
 Arguments are run folders, or folders searched for run folders (a sweep's root). `LABEL=PATH` names
 the algorithm of every run under PATH (e.g. two variants of one algorithm); in a sweep's root the
-algorithm folders name them. Runs are read and joined with `common.plots.load_trials`.
+algorithm folders name them. Runs are read and joined with `tools.plots.load_trials`.
 
 Following Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"), each algorithm's
 scores form a (runs x tasks) matrix, tasks being datasets, at two points: the *final* evaluation of
@@ -30,12 +30,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from common.plots import Trial, load_trials, results_table
+from common.layout import find_run_dirs, is_finished
+from tools.plots import Trial, load_trials, results_table
 
 PHASES = ("offline", "online")
-SWEEP_MARKER = "sweep.yaml"  # common.sweep keeps a copy of the sweep file in its root
+SWEEP_MARKER = "sweep.yaml"  # tools.sweep keeps a copy of the sweep file in its root
 METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 PHASE_TITLES = {"offline": "Offline-final: last evaluation of the offline phase",
                 "online": "Online-final: last evaluation of the online phase"}
@@ -43,26 +43,6 @@ PHASE_TITLES = {"offline": "Offline-final: last evaluation of the offline phase"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Finding and reading runs
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").is_file()
-
-
-def find_run_dirs(path: Path, required: bool = True) -> list[Path]:
-    if is_run_dir(path):
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is neither a run folder nor a folder holding run folders")
-    found = sorted(p.parent for p in path.rglob("metrics.jsonl") if is_run_dir(p.parent))
-    if not found and required:
-        raise FileNotFoundError(f"no run folders (config.yaml + metrics.jsonl) under {path}")
-    return found
-
-
-def is_finished(run_dir: Path) -> bool:
-    phase = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("phase", "offline")
-    return (run_dir / "checkpoints" / f"{phase}.pt").is_file()
 
 
 def _split_label(arg: str) -> tuple[str | None, str]:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.ensemble import EnsembleMLP
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's clamp
 
 
@@ -27,7 +29,6 @@ class SACConfig:
     lr: float = 3e-4
     gamma: float = 0.99
     tau: float = 0.005
-    batch_size: int = 256
 
 
 class TanhGaussianActor(nn.Module):
@@ -58,31 +59,15 @@ class TanhGaussianActor(nn.Module):
         return action, log_prob
 
 
-class EnsembleLinear(nn.Module):
-    """`n` independent linear layers applied in one batched matmul: (n, B, in) -> (n, B, out)."""
-
-    def __init__(self, n: int, in_features: int, out_features: int):
-        super().__init__()
-        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialization, per member
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
 class TwinCritic(nn.Module):
-    """Q1 and Q2 evaluated together; returns (2, B)."""
+    """Q1 and Q2 evaluated together (a common.ensemble.EnsembleMLP of 2); returns (2, B)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, n: int = 2):
         super().__init__()
-        self.n = n
-        self.net = nn.Sequential(EnsembleLinear(n, obs_dim + act_dim, hidden), nn.ReLU(),
-                                 EnsembleLinear(n, hidden, hidden), nn.ReLU(), EnsembleLinear(n, hidden, 1))
+        self.net = EnsembleMLP(n, [obs_dim + act_dim, hidden, hidden, 1])
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, actions], dim=-1)
-        return self.net(x.expand(self.n, *x.shape)).squeeze(-1)
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        return self.net(torch.cat([obs, actions], dim=-1), detach_params=detach_params).squeeze(-1)
 
 
 def soft_td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q: torch.Tensor,
@@ -132,9 +117,8 @@ class SAC:
         self.critic_optim.step()
 
         new_actions, log_prob = self.actor(obs, self.generator)
-        self.critic.requires_grad_(False)  # the actor loss only needs dQ/da, not critic weight grads
-        q_new = self.critic(obs, new_actions).min(dim=0).values
-        self.critic.requires_grad_(True)
+        # the actor loss only needs dQ/da, not critic weight grads
+        q_new = self.critic(obs, new_actions, detach_params=True).min(dim=0).values
         actor_loss = (alpha * log_prob - q_new).mean()
         self.actor_optim.zero_grad(set_to_none=True)
         actor_loss.backward()

@@ -1,0 +1,242 @@
+"""What every training loop needs and no algorithm owns, as small helpers the algorithms' scripts call:
+
+- `start_run(cfg, ...)` -> `Run`: threads, seeds, device, dataset, env check, the run folder and its config.yaml;
+  it picks up `checkpoints/last.pt` of a killed run (refusing a changed config) and refuses a finished one.
+  `run.restore(...)`, `run.save_last(...)` and `run.finish(...)` read and write the run's checkpoints.
+- `Recorder`: metrics.jsonl (+ wandb, progress bar), the means of the update metrics since the last record
+  (a non-finite value stops the run) and the deterministic evaluator.
+- `OnlineEnv`: the online environment, each training episode reset with its own seed (so no env state is
+  checkpointed), with the episode's return and length.
+
+A re-run of a killed command continues from last.pt and ends with the same metrics.jsonl as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common import layout
+from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from common.config import BaseConfig, save_config
+from common.datasets import Dataset, load_dataset
+from common.envs import check_env_matches, make_env
+from common.evaluation import EvalResult, Evaluator
+from common.logging import RunLogger
+from common.utils import resolve_device, seed_everything, set_threads, set_torch_rng_state, torch_rng_state
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training episodes
+
+
+class RunExistsError(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class Run:
+    cfg: BaseConfig
+    algo: str
+    module: str  # the package whose agent.agent_from_checkpoint rebuilds this run's agent
+    phase: str  # offline | online
+    run_dir: Path
+    device: torch.device
+    dataset: Dataset
+    env_id: str
+    max_action: float
+    resume: dict[str, Any] | None  # the last.pt payload when continuing a killed run
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / layout.CHECKPOINTS
+
+    def payload(self, **parts) -> dict[str, Any]:
+        return {"algo": self.algo, "module": self.module, "phase": self.phase, "config": dataclasses.asdict(self.cfg),
+                "env_id": self.env_id, "dataset": self.dataset.name, **parts}
+
+    def restore(self, **objects) -> int:
+        """Loads each object's state from last.pt (key = the keyword) and the RNG states; returns the step."""
+        for name, obj in objects.items():
+            obj.load_state_dict(self.resume[name])
+        set_torch_rng_state(self.resume["rng"])
+        return int(self.resume["step"])
+
+    def save_last(self, step: int, recorder: "Recorder", **state) -> None:
+        """checkpoints/last.pt: objects with a state_dict() by their keyword, plain values as they are."""
+        parts = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in state.items()}
+        save_checkpoint(layout.checkpoint_path(self.run_dir, "last"), self.payload(
+            kind="resume", step=step, rng=torch_rng_state(), **recorder.state_dict(), **parts))
+
+    def finish(self, agent, step: int, recorder: "Recorder") -> Path:
+        """Writes checkpoints/<phase>.pt, drops last.pt (the run is complete) and renders the video if asked."""
+        final = save_checkpoint(layout.checkpoint_path(self.run_dir, self.phase), self.payload(
+            kind="agent", step=step, agent=agent.state_dict(), logger_offset=recorder.logger.offset()))
+        layout.checkpoint_path(self.run_dir, "last").unlink(missing_ok=True)
+        if self.cfg.video:
+            render_video(self, agent)
+        return final
+
+
+def start_run(cfg: BaseConfig, algo: str, phase: str, *, module: str | None = None, run_dir: Path | None = None,
+              extra_config: dict[str, Any] | None = None, dataset: Dataset | None = None) -> Run:
+    """Threads, seeds, device, dataset, env check, run folder; picks up last.pt of a killed run."""
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    dataset = dataset if dataset is not None else load_dataset(cfg.dataset)
+    env_id = cfg.env or dataset.env_id
+    _, _, max_action = check_env_matches(env_id, dataset.obs_dim, dataset.act_dim, f"dataset {dataset.name}")
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else (run_dir or layout.default_run_dir(algo, dataset.name, cfg.seed, phase))
+    final = layout.checkpoint_path(run_dir, phase)
+    if final.exists():
+        raise RunExistsError(
+            f"{run_dir} holds a finished {phase} run ({final}); it is not overwritten. "
+            "Choose another --run_dir, or delete that folder to start over.")
+    last = layout.checkpoint_path(run_dir, "last")
+    resume = None
+    if last.exists():
+        resume = load_checkpoint(last, algo=algo)
+        if resume.get("phase") != phase:
+            raise CheckpointError(f"{last} belongs to the {resume.get('phase')} phase, not {phase}")
+        saved = {k: v for k, v in resume["config"].items() if k != "run_dir"}
+        now = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "run_dir"}
+        changed = {k for k in now if saved.get(k) != now[k]}
+        if changed:
+            raise RunExistsError(
+                f"{run_dir} holds an unfinished run with a different config ({', '.join(sorted(changed))} differ); "
+                "rerun with the same settings to resume, or choose another --run_dir")
+        print(f"resuming {run_dir} from step {resume['step']} ({last})")
+    cfg.run_dir = str(run_dir)
+    save_config(cfg, run_dir / "config.yaml",
+                extra={"env": env_id, "algo": algo, "phase": phase, **(extra_config or {})})
+    return Run(cfg, algo, module or algo, phase, run_dir, device, dataset, env_id, max_action, resume)
+
+
+def render_video(run: Run, agent) -> Path | None:
+    """The finished policy's episode as <run_dir>/video.mp4 (config key `video`); the run's results are
+    already saved, so a machine without offscreen OpenGL gets a message instead of a failed run."""
+    path = run.run_dir / "video.mp4"
+    try:
+        from common.video import render_episode
+
+        info = render_episode(agent.act, run.env_id, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
+    except Exception as exc:  # noqa: BLE001 - any GL/ffmpeg failure
+        print(f"video not rendered ({type(exc).__name__}: {exc}). Offscreen MuJoCo needs MUJOCO_GL=egl "
+              "(libegl1) or MUJOCO_GL=osmesa (libosmesa6).")
+        return None
+    score = float(run.dataset.normalized_score(info["return"]))
+    print(f"wrote {path}: return {info['return']:.1f}, normalized score {score:.1f}, {info['length']} steps")
+    return path
+
+
+class Recorder:
+    """metrics.jsonl + wandb + progress bar, the means of the update metrics since the last record, and the
+    deterministic evaluator of the run's env (its episodes use seeds seed + 1,000,000 + i, the same every time).
+
+    `add(metrics)` after each update; `write(step, metrics)` a record; `means()` the train/ means since the last
+    call (each metric averaged over the updates that returned it); `evaluate(policy)` the eval/ metrics.
+    """
+
+    def __init__(self, run: Run, total: int, start_step: int):
+        self.run = run
+        resume = run.resume
+        self.logger = RunLogger(run.run_dir, run.phase, total, dataclasses.asdict(run.cfg), run.algo,
+                                resume_offset=resume["logger_offset"] if resume else None, start_step=start_step)
+        self.evaluator = Evaluator(run.env_id, run.cfg.eval_episodes,
+                                   (run.dataset.ref_min_return, run.dataset.ref_max_return))
+        self.sums: dict[str, float] = dict(resume["tracker"]["sums"]) if resume else {}
+        self.counts: dict[str, int] = {k: int(v) for k, v in resume["tracker"]["counts"].items()} if resume else {}
+        self._t0, self._t_steps = time.perf_counter(), start_step
+
+    def add(self, metrics: dict[str, float], step: int, stage: str = "") -> None:
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"{key} became {value} at {stage or self.run.phase} step {step}: training diverged. The "
+                    "checkpoints written so far are kept; lower the learning rate or check the dataset for extreme "
+                    "values.")
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def advance(self) -> None:
+        """One step (update offline, env step online) done: moves the progress bar."""
+        self.logger.advance()
+
+    def means(self) -> dict[str, float]:
+        means = {f"train/{k}": v / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def evaluate_result(self, policy) -> EvalResult:
+        return self.evaluator.run(policy, self.run.cfg.seed + EVAL_SEED_OFFSET)
+
+    def evaluate(self, policy) -> dict[str, float]:
+        return self.evaluate_result(policy).metrics()
+
+    def write(self, step: int, metrics: dict[str, float], speed: str | None = None) -> None:
+        """One record; `speed` names a wall-clock rate (steps since the last timed record per second) that goes to
+        wandb and the bar only, so identical runs write identical files."""
+        unlogged = None
+        if speed:
+            unlogged = {speed: (step - self._t_steps) / max(time.perf_counter() - self._t0, 1e-9)}
+        self.logger.log(step, metrics, unlogged=unlogged)
+        if speed:
+            self._t0, self._t_steps = time.perf_counter(), step
+
+    def state_dict(self) -> dict:
+        return {"logger_offset": self.logger.offset(), "tracker": {"sums": dict(self.sums), "counts": dict(self.counts)}}
+
+    def close(self) -> None:
+        self.logger.close()
+        self.evaluator.close()
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """Each training episode resets with its own seed, so no env state needs checkpointing."""
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+class OnlineEnv:
+    """The online training env: episode k resets with episode_seed(seed, k); tracks the episode's return/length.
+    Time-limit truncation ends an episode but is not a terminal (the caller stores `terminated` only)."""
+
+    def __init__(self, run: Run, episode: int = 0):
+        self.env = make_env(run.env_id, seed=run.cfg.seed)
+        self.seed, self.episode, self.dataset = run.cfg.seed, episode, run.dataset
+        self.episode_return, self.episode_length = 0.0, 0
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        self.episode_return, self.episode_length = 0.0, 0
+        return obs
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.episode_return += float(reward)
+        self.episode_length += 1
+        return next_obs, float(reward), bool(terminated), bool(truncated)
+
+    def end_episode(self) -> dict[str, float]:
+        """The finished episode's record (return, length, normalized score); the next reset starts a new one."""
+        record = {"online/episode_return": self.episode_return, "online/episode_length": float(self.episode_length),
+                  "online/episode_normalized_score": float(self.dataset.normalized_score(self.episode_return))}
+        self.episode += 1
+        return record
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def explore(action: np.ndarray, rng: np.random.Generator, std: float, max_action: float) -> np.ndarray:
+    """Gaussian exploration noise (std × max_action), clipped to the action bounds, as float32."""
+    if std > 0:
+        action = action + rng.normal(0.0, std * max_action, action.shape[-1])
+    return np.clip(action, -max_action, max_action).astype(np.float32)
+
+
+def next_checkpoint_after(step: int, every: int) -> int:
+    return (step // every + 1) * every

@@ -63,8 +63,6 @@ class Config(BaseConfig):
             raise ConfigError(f"buffer_capacity must be >= 1 or null, got {self.buffer_capacity}")
         if self.num_target_critics > self.num_critics:
             raise ConfigError(f"num_target_critics={self.num_target_critics} exceeds num_critics={self.num_critics}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
         for key in ("alpha_offline", "alpha_max", "kp", "kd", "target_noise", "noise_clip", "exploration_noise",
                     "prefill_fraction", "prefill_min"):
             if getattr(self, key) < 0:

@@ -15,6 +15,7 @@ from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from common.buffer import ReplayBuffer
 from common.config import parse_config
 from common.normalizer import ObsNormalizer
+from common.errors import cli
 from common.run import Recorder, start_run
 
 
@@ -47,4 +48,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -21,6 +21,7 @@ from common.buffer import ReplayBuffer
 from common.config import parse_online_config
 from common.layout import online_run_dir_for, run_dir_of_checkpoint
 from common.normalizer import ObsNormalizer
+from common.errors import cli
 from common.run import OnlineEnv, Recorder, explore, next_checkpoint_after, start_run
 
 ARCHITECTURE_KEYS = ("num_critics", "hidden_dim", "normalize_states")  # fixed by the checkpoint's networks
@@ -94,4 +95,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

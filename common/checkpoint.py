@@ -7,24 +7,49 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from common.errors import RunError
 
 FORMAT = "offline-to-online-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+TMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(RunError, ValueError):
     pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Deletes what an interrupted save_checkpoint left in `directory` (.<name>.pt.<random>.tmp)."""
+    directory = Path(directory)
+    stale = [p for p in directory.glob(f".*.pt.*{TMP_SUFFIX}") if p.is_file()] if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes it 0600; a checkpoint is as readable as the run's other files
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
@@ -35,24 +60,32 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, algo: str | None = None, kind: str | None = None,
+def load_checkpoint(path: str | os.PathLike, algo: str | None = None, kind: str | tuple[str, ...] | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Loads and checks a checkpoint; `algo` / `kind` (e.g. 'agent', 'vae') must match when given."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not one of ours
+        raise CheckpointError(f"{path} is truncated or not a checkpoint of this repository (not a complete torch checkpoint file)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not found:
+            raise CheckpointError(f"{path} is corrupted or not a checkpoint of this repository") from None
         raise CheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain data, "
-            f"which could run code ({str(exc).splitlines()[0]})") from None
+            f"refusing to load {path}: it holds objects other than tensors and plain data (it references "
+            f"{found.group(1)}), which could run code when loaded; only checkpoints written by this repository "
+            "load") from None
     except Exception as exc:  # truncated zip, foreign pickle, ... all mean: not a usable checkpoint
-        raise CheckpointError(f"{path} is truncated or not a checkpoint ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is truncated or not a checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this repository (no '{FORMAT}' marker)")
     if algo is not None and payload.get("algo") != algo:
         raise CheckpointError(f"{path} is a {payload.get('algo')!r} checkpoint, expected {algo!r}")
-    if kind is not None and payload.get("kind") != kind:
-        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and payload.get("kind") not in kinds:
+        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {' or '.join(kinds)!r}")
     return payload

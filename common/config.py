@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+from common.errors import RunError
 
 
-class ConfigError(ValueError):
+class ConfigError(RunError, ValueError):
     pass
 
 
@@ -65,6 +67,21 @@ class BaseConfig:
         for key in ("offline_steps", "online_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        self._validate_shared_keys()
+
+    def _validate_shared_keys(self) -> None:
+        """Rules by key name, so every algorithm's keys of one meaning are checked alike: every float finite,
+        a discount `gamma` in [0, 1], a Polyak rate `tau` in (0, 1], learning rates (`lr`, `*_lr`) > 0."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+            if f.name == "gamma" and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"gamma must be in [0, 1], got {value}")
+            if f.name == "tau" and not 0.0 < value <= 1.0:
+                raise ConfigError(f"tau must be in (0, 1], got {value}")
+            if (f.name == "lr" or f.name.endswith("_lr")) and not value > 0:
+                raise ConfigError(f"{f.name} must be > 0, got {value}")
 
     @classmethod
     def _all_choices(cls) -> dict[str, tuple]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from common.errors import RunError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ D4RL_SHA256 = {
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
-class DatasetError(ValueError):
+class DatasetError(RunError, ValueError):
     pass
 
 
@@ -139,6 +140,18 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def dataset_fingerprint(dataset: "Dataset") -> str:
+    """What the run trained on: sha256 of the file, or, for data that is not one file (minari:), of the arrays."""
+    path = Path(dataset.source)
+    if dataset.source and path.is_file():
+        return "file-sha256:" + sha256_of(path)
+    digest = hashlib.sha256()
+    for array in (dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations,
+                  dataset.terminals, dataset.timeouts):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return "arrays-sha256:" + digest.hexdigest()
+
+
 def download_d4rl(name: str, dataset_dir: str | os.PathLike | None = None, base_url: str | None = None,
                   progress: bool = True) -> Path:
     """Returns the cached file, downloading it first if needed.
@@ -169,7 +182,8 @@ def download_d4rl(name: str, dataset_dir: str | os.PathLike | None = None, base_
                 f"sha256 mismatch for {target.name} from {url}: expected {expected}, got {actual}. "
                 "The file was deleted; check D4RL_BASE_URL or try again.")
         if expected is None:
-            _read_hdf5_arrays(tmp, label=f"{target.name} (downloaded from {url})")
+            _read_hdf5_arrays(tmp, label=f"{target.name} (downloaded from {url})",
+                              remedy="nothing was kept; try the download again")
             print(f"{target.name}: no known checksum; format checked, sha256 {actual}")
         os.replace(tmp, target)
     finally:
@@ -208,12 +222,15 @@ def _stream(url: str, out, progress: bool, label: str) -> tuple[int, int | None]
     return received, expected_len
 
 
-def _read_hdf5_arrays(path: Path, label: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+def _read_hdf5_arrays(path: Path, label: str | None = None, remedy: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """`remedy`: what to tell the user when the file is not HDF5 (a downloaded file can be fetched again)."""
     label = label or str(path)
     try:
         f = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{label} is not a readable HDF5 file ({exc}); delete it and download or regenerate it") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{label} is not a readable HDF5 file ({reason}); "
+                           f"{remedy or 'check that it is the D4RL-format .hdf5 file you meant'}") from None
     with f:
         missing = [k for k in REQUIRED_KEYS if k not in f]
         if missing:
@@ -233,12 +250,12 @@ def _read_hdf5_arrays(path: Path, label: str | None = None) -> tuple[dict[str, n
     return arrays, metadata
 
 
-def read_d4rl_hdf5(path: str | os.PathLike, name: str | None = None) -> Dataset:
+def read_d4rl_hdf5(path: str | os.PathLike, name: str | None = None, remedy: str | None = None) -> Dataset:
     """Reads a D4RL-format file into transitions that never cross an episode boundary."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
-    arrays, metadata = _read_hdf5_arrays(path)
+    arrays, metadata = _read_hdf5_arrays(path, remedy=remedy)
     obs, act = arrays["observations"], arrays["actions"]
     rew = np.asarray(arrays["rewards"])
     if rew.ndim == 2 and rew.shape[1] == 1:
@@ -311,15 +328,39 @@ def _env_id_from(name: str, metadata: dict) -> str:
     raise DatasetError(f"cannot tell which environment dataset {name!r} comes from; set the config key env")
 
 
+def _minari_root() -> str:
+    return os.environ.get("MINARI_DATASETS_PATH", str(Path.home() / ".minari" / "datasets"))
+
+
+def _local_minari_ids(minari) -> set[str]:
+    try:
+        return set(minari.list_local_datasets())
+    except Exception:  # noqa: BLE001 - an unreadable local folder counts as empty
+        return set()
+
+
 def load_minari(dataset_id: str) -> Dataset:
     try:
         import minari
     except ImportError:
         raise DatasetError("minari datasets need the minari package: pip install minari") from None
-    try:
-        ds = minari.load_dataset(dataset_id, download=True)
-    except Exception as exc:
-        raise DatasetError(f"cannot load minari dataset {dataset_id!r}: {exc}") from None
+    local = _local_minari_ids(minari)
+    if dataset_id not in local:
+        try:
+            ds = minari.load_dataset(dataset_id, download=True)
+        except Exception as exc:  # noqa: BLE001 - an unknown id, no network, a missing optional package
+            reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__) if not isinstance(
+                exc, ImportError) else "this machine has no remote dataset support"
+            raise DatasetError(
+                f"minari dataset {dataset_id!r} is not among the local ones in {_minari_root()} "
+                f"({', '.join(sorted(local)) or 'none'}) and could not be downloaded ({reason}). Check the id, or "
+                f"download it on a machine with internet (minari download {dataset_id}) and set MINARI_DATASETS_PATH."
+            ) from None
+    else:
+        try:
+            ds = minari.load_dataset(dataset_id)
+        except Exception as exc:  # noqa: BLE001
+            raise DatasetError(f"local minari dataset {dataset_id!r} in {_minari_root()} cannot be read: {exc}") from None
     parts = {k: [] for k in ("obs", "act", "rew", "next", "term", "tout")}
     for episode in ds.iterate_episodes():
         o = np.asarray(episode.observations)
@@ -367,7 +408,8 @@ def resolve_path(spec: str) -> Path:
 def load_dataset(spec: str) -> Dataset:
     if spec.startswith("d4rl:"):
         name = spec[len("d4rl:"):]
-        return read_d4rl_hdf5(download_d4rl(name), name=name)
+        path = download_d4rl(name)
+        return read_d4rl_hdf5(path, name=name, remedy=f"delete {path} to download it again")
     if spec.startswith("minari:"):
         return load_minari(spec[len("minari:"):])
     path = resolve_path(spec)

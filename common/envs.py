@@ -6,9 +6,10 @@ import warnings
 import gymnasium as gym
 
 from common.datasets import REF_RETURNS, env_family
+from common.errors import RunError
 
 
-class EnvMismatchError(ValueError):
+class EnvMismatchError(RunError, ValueError):
     pass
 
 

@@ -29,7 +29,7 @@ def newest_checkpoint(runs_dir: str | os.PathLike = "runs", algo: str | None = N
 def load_agent(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
     """Returns (agent, info): agent.act(obs_batch) is the deterministic policy, normalization included;
     info holds algo, env_id, dataset, phase, step and the run's config."""
-    payload = load_checkpoint(checkpoint, kind="agent", map_location=device)
+    payload = load_checkpoint(checkpoint, kind=("agent", "resume"), map_location=device)  # offline/online/last.pt
     module_name = payload.get("module") or payload.get("algo")  # checkpoints before `module` was recorded
     try:
         module = importlib.import_module(f"{module_name}.agent")

@@ -13,7 +13,10 @@ A re-run of a killed command continues from last.pt and ends with the same metri
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,19 +25,20 @@ import numpy as np
 import torch
 
 from common import layout
-from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from common.checkpoint import CheckpointError, load_checkpoint, remove_temporaries, save_checkpoint
 from common.config import BaseConfig, save_config
-from common.datasets import Dataset, load_dataset
+from common.datasets import Dataset, dataset_fingerprint, load_dataset
 from common.envs import check_env_matches, make_env
 from common.evaluation import EvalResult, Evaluator
 from common.logging import RunLogger
 from common.utils import resolve_device, seed_everything, set_threads, set_torch_rng_state, torch_rng_state
+from common.errors import RunError
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training episodes
 
 
-class RunExistsError(RuntimeError):
-    pass
+class RunExistsError(RunError, RuntimeError):
+    """The run folder holds something this run must not overwrite, or is in use by another process."""
 
 
 @dataclasses.dataclass
@@ -49,6 +53,8 @@ class Run:
     env_id: str
     max_action: float
     resume: dict[str, Any] | None  # the last.pt payload when continuing a killed run
+    dataset_fingerprint: str = ""
+    lock: Any = None  # the open .lock file: the exclusive lock on the folder, held while the run lives
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -56,7 +62,8 @@ class Run:
 
     def payload(self, **parts) -> dict[str, Any]:
         return {"algo": self.algo, "module": self.module, "phase": self.phase, "config": dataclasses.asdict(self.cfg),
-                "env_id": self.env_id, "dataset": self.dataset.name, **parts}
+                "env_id": self.env_id, "dataset": self.dataset.name, "dataset_fingerprint": self.dataset_fingerprint,
+                **parts}
 
     def restore(self, **objects) -> int:
         """Loads each object's state from last.pt (key = the keyword) and the RNG states; returns the step."""
@@ -76,14 +83,107 @@ class Run:
         final = save_checkpoint(layout.checkpoint_path(self.run_dir, self.phase), self.payload(
             kind="agent", step=step, agent=agent.state_dict(), logger_offset=recorder.logger.offset()))
         layout.checkpoint_path(self.run_dir, "last").unlink(missing_ok=True)
+        remove_temporaries(self.checkpoint_dir)
         if self.cfg.video:
             render_video(self, agent)
         return final
 
+    def release(self) -> None:
+        """Gives the folder's lock back (the OS does it too when the process ends, even on kill -9)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
+def _refuse_foreign_contents(run_dir: Path, algo: str, phase: str, cfg: BaseConfig, env_id: str,
+                             announce: bool = False) -> None:
+    """A run folder belongs to one run: refuse one holding another phase's or algorithm's run, finished results,
+    or results this code did not start there (e.g. committed results: config.yaml + metrics.jsonl, no checkpoint)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run_dir {run_dir} is a file, not a folder; choose another --run_dir")
+    if not run_dir.is_dir():
+        return
+    final = layout.checkpoint_path(run_dir, phase)
+    if final.exists():
+        raise RunExistsError(
+            f"{run_dir} holds a finished {phase} run ({final}); it is not overwritten. "
+            "Choose another --run_dir, or delete that folder to start over.")
+    for other in layout.PHASES:
+        if other != phase and layout.checkpoint_path(run_dir, other).exists():
+            raise RunExistsError(
+                f"{run_dir} holds a finished {other} run ({layout.checkpoint_path(run_dir, other)}); a run folder "
+                f"belongs to one run: choose another --run_dir for this {phase} run")
+    if (run_dir / "config.yaml").is_file():
+        saved = layout.read_config(run_dir)
+        if (saved.get("algo"), saved.get("phase")) != (algo, phase):
+            raise RunExistsError(
+                f"{run_dir} holds a {saved.get('algo')} {saved.get('phase')} run (its config.yaml); a run folder "
+                f"belongs to one run: choose another --run_dir for this {algo} {phase} run")
+    results = [name for name in ("config.yaml", "metrics.jsonl") if (run_dir / name).exists()]
+    if results and not layout.checkpoint_path(run_dir, "last").exists():
+        if not (run_dir / LOCK_FILE).exists():  # not started here by this code: e.g. copied or committed results
+            raise RunExistsError(
+                f"{run_dir} holds results ({', '.join(results)}) without a checkpoint to resume from; they are not "
+                "overwritten. Choose another --run_dir.")
+        saved = {k: v for k, v in layout.read_config(run_dir).items() if k in _compared_keys(cfg)}
+        now = {k: v for k, v in {**dataclasses.asdict(cfg), "env": env_id}.items() if k in _compared_keys(cfg)}
+        if saved != now:
+            changed = sorted(k for k in now if saved.get(k) != now[k])
+            raise RunExistsError(
+                f"{run_dir} holds the start of a run with a different config ({', '.join(changed)} differ) that "
+                "wrote no checkpoint yet; rerun with those settings, or choose another --run_dir")
+        if announce:
+            print(f"restarting {run_dir}: the run there was stopped before its first checkpoint")
+
+
+def _compared_keys(cfg: BaseConfig) -> set[str]:
+    """Config keys that must match to continue a run; threads only changes the speed."""
+    return {f.name for f in dataclasses.fields(cfg)} - {"run_dir", "threads"}
+
+
+LOCK_FILE = ".lock"
+
+
+def _lock(run_dir: Path):
+    """An exclusive lock on <run_dir>/.lock for the life of the process (the OS drops it when the process dies)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_FILE, "a+")
+    except OSError as exc:
+        raise RunExistsError(f"cannot use {run_dir} as the run folder: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunExistsError(f"{run_dir} is in use by {holder}; two processes never share a run folder: wait for it "
+                             "to end, or choose another --run_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    handle.flush()
+    return handle
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Found now rather than at the first checkpoint, 50,000 updates in."""
+    for folder in (run_dir, run_dir / layout.CHECKPOINTS):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise RunExistsError(f"cannot write in {folder} ({exc.strerror or exc}); the run needs to write its "
+                                 "config, metrics and checkpoints there: fix the permissions or choose another "
+                                 "--run_dir") from None
+
 
 def start_run(cfg: BaseConfig, algo: str, phase: str, *, module: str | None = None, run_dir: Path | None = None,
               extra_config: dict[str, Any] | None = None, dataset: Dataset | None = None) -> Run:
-    """Threads, seeds, device, dataset, env check, run folder; picks up last.pt of a killed run."""
+    """Threads, seeds, device, dataset, env check, the run folder (checked, locked, writable); picks up last.pt of
+    a killed run of the same config and data."""
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -91,29 +191,50 @@ def start_run(cfg: BaseConfig, algo: str, phase: str, *, module: str | None = No
     env_id = cfg.env or dataset.env_id
     _, _, max_action = check_env_matches(env_id, dataset.obs_dim, dataset.act_dim, f"dataset {dataset.name}")
     run_dir = Path(cfg.run_dir) if cfg.run_dir else (run_dir or layout.default_run_dir(algo, dataset.name, cfg.seed, phase))
-    final = layout.checkpoint_path(run_dir, phase)
-    if final.exists():
-        raise RunExistsError(
-            f"{run_dir} holds a finished {phase} run ({final}); it is not overwritten. "
-            "Choose another --run_dir, or delete that folder to start over.")
+    _refuse_foreign_contents(run_dir, algo, phase, cfg, env_id)  # before anything is written there
+    lock = _lock(run_dir)
+    try:
+        _refuse_foreign_contents(run_dir, algo, phase, cfg, env_id, announce=True)  # again: no one else writes now
+        _check_writable(run_dir)
+        remove_temporaries(run_dir / layout.CHECKPOINTS)  # left by a kill during a checkpoint write
+        fingerprint = dataset_fingerprint(dataset)
+        resume = _resume_payload(run_dir, algo, phase, cfg, fingerprint)
+        cfg.run_dir = str(run_dir)
+        save_config(cfg, run_dir / "config.yaml",
+                    extra={"env": env_id, "algo": algo, "phase": phase, **(extra_config or {})})
+    except BaseException:
+        lock.close()
+        raise
+    return Run(cfg, algo, module or algo, phase, run_dir, device, dataset, env_id, max_action, resume, fingerprint,
+               lock)
+
+
+def _resume_payload(run_dir: Path, algo: str, phase: str, cfg: BaseConfig, fingerprint: str) -> dict | None:
     last = layout.checkpoint_path(run_dir, "last")
-    resume = None
-    if last.exists():
-        resume = load_checkpoint(last, algo=algo)
-        if resume.get("phase") != phase:
-            raise CheckpointError(f"{last} belongs to the {resume.get('phase')} phase, not {phase}")
-        saved = {k: v for k, v in resume["config"].items() if k != "run_dir"}
-        now = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "run_dir"}
-        changed = {k for k in now if saved.get(k) != now[k]}
-        if changed:
-            raise RunExistsError(
-                f"{run_dir} holds an unfinished run with a different config ({', '.join(sorted(changed))} differ); "
-                "rerun with the same settings to resume, or choose another --run_dir")
-        print(f"resuming {run_dir} from step {resume['step']} ({last})")
-    cfg.run_dir = str(run_dir)
-    save_config(cfg, run_dir / "config.yaml",
-                extra={"env": env_id, "algo": algo, "phase": phase, **(extra_config or {})})
-    return Run(cfg, algo, module or algo, phase, run_dir, device, dataset, env_id, max_action, resume)
+    if not last.exists():
+        return None
+    resume = load_checkpoint(last, algo=algo)
+    if resume.get("phase") != phase:
+        raise CheckpointError(f"{last} belongs to the {resume.get('phase')} phase, not {phase}")
+    keys = _compared_keys(cfg)
+    saved = {k: v for k, v in resume["config"].items() if k in keys}
+    now = {k: v for k, v in dataclasses.asdict(cfg).items() if k in keys}
+    changed = {k for k in now if saved.get(k) != now[k]}
+    if changed:
+        raise RunExistsError(
+            f"{run_dir} holds an unfinished run with a different config ({', '.join(sorted(changed))} differ); "
+            "rerun with the same settings to resume, or choose another --run_dir")
+    saved_data = resume.get("dataset_fingerprint")
+    if saved_data and saved_data != fingerprint:
+        raise RunExistsError(
+            f"{run_dir} holds an unfinished run trained on different data: its dataset {cfg.dataset} was "
+            f"{saved_data} and is now {fingerprint}; resuming would mix the two. Restore the data, or choose "
+            "another --run_dir")
+    if resume["config"].get("threads") != cfg.threads:
+        print(f"resuming with threads={cfg.threads} (the run used {resume['config'].get('threads')}): the results "
+              "stay valid, though not bit-identical to an uninterrupted run")
+    print(f"resuming {run_dir} from step {resume['step']} ({last})")
+    return resume
 
 
 def render_video(run: Run, agent) -> Path | None:
@@ -191,8 +312,10 @@ class Recorder:
         return {"logger_offset": self.logger.offset(), "tracker": {"sums": dict(self.sums), "counts": dict(self.counts)}}
 
     def close(self) -> None:
+        """Closes the log and the evaluator and gives the run folder's lock back."""
         self.logger.close()
         self.evaluator.close()
+        self.run.release()
 
 
 def episode_seed(seed: int, episode: int) -> int:

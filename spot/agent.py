@@ -20,6 +20,7 @@ from common.config import BaseConfig, ConfigError, field_names, from_dict
 from common.datasets import env_family
 from common.utils import set_learning_rate
 from spot.networks import VAE, Actor, TwinCritic, kl_to_standard_normal
+from common.errors import RunError
 
 ALGO = "spot"
 # Adam(fused=True): one kernel over all parameters; on CPU it makes the 750-wide VAE's update ~1.6x faster.
@@ -63,8 +64,7 @@ class Config(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive = ("vae_lr", "vae_hidden", "beta", "num_samples", "hidden_dim", "actor_lr", "critic_lr",
-                    "policy_delay", "q_divergence_limit")
+        positive = ("vae_hidden", "beta", "num_samples", "hidden_dim", "policy_delay", "q_divergence_limit")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
@@ -80,9 +80,6 @@ class Config(BaseConfig):
             raise ConfigError(f"actor_dropout must be in [0, 1), got {self.actor_dropout}")
         if not 0.0 <= self.lambda_end <= 1.0:
             raise ConfigError(f"lambda_end must be in [0, 1], got {self.lambda_end}")
-        for key in ("gamma", "tau"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
         for key in ("target_noise", "noise_clip", "exploration_noise"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
@@ -105,7 +102,7 @@ def lambda_schedule(lambd: float, t: int, lambda_end: float, decay_steps: int) -
     return lambd * max(lambda_end, 1.0 - t / decay_steps)
 
 
-class QDivergenceError(RuntimeError):
+class QDivergenceError(RunError, RuntimeError):
     pass
 
 
@@ -294,7 +291,7 @@ def vae_checkpoint_payload(vae: VAE, normalizer: ObsNormalizer, cfg: Config) -> 
             "max_action": vae.max_action, "beta": cfg.beta}
 
 
-class VaeMismatchError(ValueError):
+class VaeMismatchError(RunError, ValueError):
     pass
 
 

@@ -18,6 +18,7 @@ from common.config import parse_config
 from common.datasets import load_dataset
 from common.layout import checkpoint_path
 from common.normalizer import ObsNormalizer
+from common.errors import cli
 from common.run import Recorder, start_run
 from spot.agent import ALGO, Config, SpotAgent, VaeTrainer, load_vae_checkpoint, resolve_lambda, vae_checkpoint_payload
 
@@ -73,4 +74,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

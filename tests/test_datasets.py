@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 import types
+import warnings
 from pathlib import Path
 
 import h5py
@@ -232,34 +233,57 @@ def test_normalized_score_reference_values():
     assert normalized_score([12135.0, -280.178953], *datasets.REF_RETURNS["halfcheetah"]) == pytest.approx([100, 0])
 
 
-def test_minari_conversion_and_errors(monkeypatch):
-    pytest.importorskip("minari")
-    import minari
+def test_real_minari_dataset_round_trip(tmp_path, monkeypatch):
+    """A real Minari dataset, written offline by minari's own writer (create_dataset_from_buffers; its
+    DataCollector needs jax, which minari[create] adds), loads through minari:<id> with the same transitions
+    (terminal and time-limit ends kept apart); an unknown id gets a clear message."""
+    minari = pytest.importorskip("minari")
+    import gymnasium as gym
+    from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    rng = np.random.default_rng(0)
-    episodes = []
-    for length, term in ((4, True), (3, False)):
-        episodes.append(types.SimpleNamespace(
-            observations=rng.normal(size=(length + 1, 11)), actions=rng.normal(size=(length, 3)),
-            rewards=rng.normal(size=length), terminations=np.eye(length, dtype=bool)[-1] & term,
-            truncations=np.eye(length, dtype=bool)[-1] & (not term)))
-    fake = types.SimpleNamespace(
-        iterate_episodes=lambda: iter(episodes),
-        spec=types.SimpleNamespace(env_spec=types.SimpleNamespace(id="Hopper-v5")),
-        storage=types.SimpleNamespace(metadata={}))
-    monkeypatch.setattr(minari, "load_dataset", lambda dataset_id, download=False: fake)
-    ds = load_dataset("minari:mujoco/hopper/medium-v0")
-    assert len(ds) == 7 and ds.env_id == "Hopper-v5"
-    np.testing.assert_allclose(ds.next_observations[:4], episodes[0].observations[1:], rtol=1e-6)
-    assert ds.terminals.tolist() == [False, False, False, True, False, False, False]
-    assert ds.timeouts.tolist() == [False] * 6 + [True]
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = gym.make("Hopper-v5", max_episode_steps=60)
+    episodes, complete = [], []  # minari's episode buffers; our record of every transition of a finished episode
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    episode, transitions = {"observations": [obs], "actions": [], "rewards": [], "terminations": [],
+                            "truncations": []}, []
+    for _ in range(300):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(("observations", "actions", "rewards", "terminations", "truncations"),
+                              (next_obs, action, reward, terminated, truncated)):
+            episode[key].append(value)
+        transitions.append((obs, action, reward, next_obs, terminated, truncated))
+        obs = next_obs
+        if terminated or truncated:
+            episodes.append(EpisodeBuffer(id=len(episodes), **episode))
+            complete += transitions
+            obs, _ = env.reset()
+            episode, transitions = {"observations": [obs], "actions": [], "rewards": [], "terminations": [],
+                                    "truncations": []}, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minari asks for an author, a description, ...
+        minari.create_dataset_from_buffers("test/hopper/random-v0", buffer=episodes, env=env,
+                                           algorithm_name="random policy")
+    env.close()
 
-    def unknown(dataset_id, download=False):
-        raise FileNotFoundError(f"Dataset {dataset_id} not found")
+    ds = load_dataset("minari:test/hopper/random-v0")
+    assert ds.env_id == "Hopper-v5" and len(ds) == len(complete) and 0 < len(ds) <= 300
+    np.testing.assert_allclose(ds.observations, np.array([r[0] for r in complete]), rtol=1e-6)
+    np.testing.assert_allclose(ds.actions, np.array([r[1] for r in complete]), rtol=1e-6)
+    np.testing.assert_allclose(ds.rewards, np.array([r[2] for r in complete]), rtol=1e-6)
+    np.testing.assert_allclose(ds.next_observations, np.array([r[3] for r in complete]), rtol=1e-6)
+    assert ds.terminals.tolist() == [bool(r[4]) for r in complete]
+    assert ds.timeouts.tolist() == [bool(r[5] and not r[4]) for r in complete]
+    assert ds.terminals.any() and ds.timeouts.any()
+    assert (ds.ref_min_return, ds.ref_max_return) == datasets.REF_RETURNS["hopper"]
 
-    monkeypatch.setattr(minari, "load_dataset", unknown)
-    with pytest.raises(DatasetError, match="cannot load minari dataset 'nope/x-v0'"):
+    with pytest.raises(DatasetError) as info:
         load_dataset("minari:nope/x-v0")
+    message = str(info.value)
+    assert "not among the local ones" in message and "test/hopper/random-v0" in message
+    assert "huggingface" not in message.lower()
 
 
 def test_minari_not_installed(monkeypatch):

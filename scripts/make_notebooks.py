@@ -66,7 +66,7 @@ PLOT_CELLS = [
     new_markdown_cell(
         "# Learning curves and results table\n\n"
         "Offline then online normalized scores on one step axis (switch dashed), mean and 95% bootstrap "
-        "band over seeds, with the BC weight (adaptive_bc's α, spot's λ) underneath; then the final (not best) "
+        "band over seeds, with each algorithm's regularisation weight (adaptive_bc's α, spot's λ) underneath; then the final (not best) "
         "evaluation of each phase per algorithm and dataset. Uses `tools.plots`, the same code as "
         "`python -m tools.plots`."),
     new_code_cell(

@@ -55,7 +55,8 @@ def test_plots_notebook_executes_on_the_committed_quickstart_runs(tmp_path, monk
     work = tmp_path / "work"
     work.mkdir()
     (work / "video").mkdir()
-    os.symlink(REPO / "common", work / "common")
+    for name in ("common", "tools"):
+        os.symlink(REPO / name, work / name)
     monkeypatch.setenv("O2O_RUNS", str(REPO / "benchmarks" / "results" / "quickstart" / "*" / "online"))
     nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()

@@ -31,4 +31,4 @@ def test_quickstart_runs_then_reports_done(tmp_path):
     assert "| spot | " + row.split("|")[2].strip() + " | done before | done before |" in again
     bad = subprocess.run([sys.executable, "-m", "quickstart", "--algos", "sac"], cwd=REPO, capture_output=True,
                          text=True)
-    assert bad.returncode == 2 and "unknown algorithm(s) sac" in bad.stderr
+    assert bad.returncode == 2 and "unknown algorithm(s) 'sac'" in bad.stderr

@@ -117,8 +117,10 @@ def compare_views(label: str, views_opt, views_ref, tol: float) -> None:
 
 
 # --- adaptive_bc -----------------------------------------------------------------------------------------------
-def bc_views(actor_lin, critics_stacked):
-    """Named tensors in the optimized layout: actor l1..l3, critic weights [N, in, out] and biases [N, 1, out]."""
+def named_views(actor_lin, critics_stacked, vae_parts=None):
+    """Named tensors in the optimized layout: actor l1..l3, critic weights [N, in, out] and biases [N, 1, out]
+    (both critics are a common.ensemble.EnsembleMLP), the VAE's parameters. Returns views(f): f maps a parameter
+    to the tensor compared (itself, its gradient, an Adam moment)."""
 
     def views(f):
         out = {}
@@ -126,6 +128,8 @@ def bc_views(actor_lin, critics_stacked):
             out[f"actor.l{k + 1}.weight"], out[f"actor.l{k + 1}.bias"] = f(weight), f(bias)
         for k, (weight, bias) in enumerate(critics_stacked):
             out[f"critic.weights.{k}"], out[f"critic.biases.{k}"] = weight(f), bias(f)
+        for name, value in (vae_parts or {}).items():
+            out[f"vae.{name}"] = value(f)
         return out
 
     return views
@@ -136,7 +140,7 @@ def bc_opt_views(agent: RedqBcAgent, target=False):
     critic = agent.critic_target if target else agent.critic
     actor_lin = [(lin.weight, lin.bias) for lin in (actor.l1, actor.l2, actor.l3)]
     stacked = [(lambda f, w=w: f(w), lambda f, b=b: f(b)) for w, b in zip(critic.net.weights, critic.net.biases)]
-    return bc_views(actor_lin, stacked)
+    return named_views(actor_lin, stacked)
 
 
 def bc_ref_views(ref: ReferenceRedqBc, target=False):
@@ -145,7 +149,7 @@ def bc_ref_views(ref: ReferenceRedqBc, target=False):
     actor_lin = [(lin.weight, lin.bias) for lin in actor.layers]
     stacked = [(lambda f, k=k: torch.stack([f(c.layers[k].weight).T for c in critics]),
                 lambda f, k=k: torch.stack([f(c.layers[k].bias)[None] for c in critics])) for k in range(3)]
-    return bc_views(actor_lin, stacked)
+    return named_views(actor_lin, stacked)
 
 
 def copy_bc_weights(agent: RedqBcAgent, ref: ReferenceRedqBc) -> None:
@@ -238,26 +242,12 @@ def _has(f, p) -> bool:
 
 
 # --- spot ------------------------------------------------------------------------------------------------------
-def spot_views(actor_lin, critic_layers, vae_parts):
-    def views(f):
-        out = {}
-        for k, (weight, bias) in enumerate(actor_lin):
-            out[f"actor.l{k + 1}.weight"], out[f"actor.l{k + 1}.bias"] = f(weight), f(bias)
-        for k, (weight, bias) in enumerate(critic_layers):
-            out[f"critic.l{k + 1}.weight"], out[f"critic.l{k + 1}.bias"] = weight(f), bias(f)
-        for name, value in (vae_parts or {}).items():
-            out[f"vae.{name}"] = value(f)
-        return out
-
-    return views
-
-
 def spot_opt_views(agent: SpotAgent, target=False, vae=False):
     actor = agent.actor_target if target else agent.actor
     critic = agent.critic_target if target else agent.critic
     actor_lin = [(lin.weight, lin.bias) for lin in (actor.l1, actor.l2, actor.l3)]
     layers = [(lambda f, w=w: f(w), lambda f, b=b: f(b)) for w, b in zip(critic.net.weights, critic.net.biases)]
-    return spot_views(actor_lin, layers, vae_opt_parts(agent.vae) if vae else None)
+    return named_views(actor_lin, layers, vae_opt_parts(agent.vae) if vae else None)
 
 
 def vae_opt_parts(vae):
@@ -282,7 +272,7 @@ def spot_ref_views(ref: sref.ReferenceSpot, target=False, vae=False):
     actor_lin = [(lin.weight, lin.bias) for lin in (actor.l1, actor.l2, actor.l3)]
     layers = [(lambda f, n=n: torch.stack([f(getattr(q, n).weight).T for q in (q1, q2)]),
                lambda f, n=n: torch.stack([f(getattr(q, n).bias)[None] for q in (q1, q2)])) for n in ("l1", "l2", "l3")]
-    return spot_views(actor_lin, layers, vae_ref_parts(ref.vae) if vae else None)
+    return named_views(actor_lin, layers, vae_ref_parts(ref.vae) if vae else None)
 
 
 def copy_vae_weights(vae_opt, vae_ref: sref.VAE) -> None:
@@ -390,8 +380,8 @@ def test_spot_update_equals_reference(dataset, dtype, dropout, penalty):
     # The frozen VAE: the penalty's gradient reached the action only; the VAE's weights never changed.
     assert all(p.grad is None for p in agent.vae.parameters())
     assert all(torch.equal(v, vae_before[k]) for k, v in agent.vae.state_dict().items())
-    compare_views("after the updates:", spot_views([], [], vae_opt_parts(agent.vae)),
-                  spot_views([], [], vae_ref_parts(ref.vae)), 0.0)
+    compare_views("after the updates:", named_views([], [], vae_opt_parts(agent.vae)),
+                  named_views([], [], vae_ref_parts(ref.vae)), 0.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -411,8 +401,8 @@ def test_spot_vae_training_step_equals_reference(dataset, dtype):
     capture_grads(trainer.optimizer, grads_opt)
     capture_grads(ref_optimizer, grads_ref)
     g = torch.Generator().manual_seed(3)
-    views_opt = spot_views([], [], vae_opt_parts(agent.vae))
-    views_ref = spot_views([], [], vae_ref_parts(ref_vae))
+    views_opt = named_views([], [], vae_opt_parts(agent.vae))
+    views_ref = named_views([], [], vae_ref_parts(ref_vae))
     for i, batch in enumerate(make_batches(dataset, dtype), start=1):
         draw = Draws(normal=[torch.randn(BATCH, agent.vae.latent_dim, generator=g, dtype=dtype)])
         with inject(draw):

@@ -120,7 +120,8 @@ def test_sweep_file_expands_to_trials_with_layered_overrides(tmp_path):
         "root": "out", "seeds": [3, 7],
         "datasets": ["configs/{algo}/hopper-medium.yaml", "data/tiny-walker.hdf5",
                      {"name": "hc", "config": "configs/{algo}/hopper-medium.yaml",
-                      "dataset": "d4rl:halfcheetah-medium-v2", "overrides": {"batch_size": 64}}],
+                      "dataset": "d4rl:halfcheetah-medium-v2", "overrides": {"batch_size": 64},
+                      "algorithm_overrides": {"b": {"batch_size": 32, "vae_steps": 9}}}],
         "algorithms": {"a": {"overrides": {"lr": 0.1, "eval_every": 7}, "online_overrides": {"lr": 0.2},
                              "resources": {"cpus": 2}},
                        "b": {"module": "pkg_b", "resources": {"gpus": 0.25}, "env": {"X": 1}}},
@@ -147,6 +148,15 @@ def test_sweep_file_expands_to_trials_with_layered_overrides(tmp_path):
     assert off.count("--eval_every") == 1
     b = trials[1]
     assert b.commands["offline"][2] == "pkg_b.train_offline" and b.trial_dir.endswith("/b/hopper-medium/seed3")
+    # a dataset entry's algorithm_overrides: for that algorithm on that dataset only, last
+    hc = {t.algo: t for t in trials if t.dataset == "hc" and t.seed == 3}
+    assert flag(hc["a"].commands["offline"], "--batch_size") == "64" and "--vae_steps" not in hc["a"].commands["offline"]
+    assert flag(hc["b"].commands["online"], "--batch_size") == "32" and flag(hc["b"].commands["offline"], "--vae_steps") == "9"
+    assert "--vae_steps" not in trials[1].commands["offline"]
+    spec = yaml.safe_load(path.read_text())
+    spec["datasets"][2]["algorithm_overrides"] = {"c": {"x": 1}}
+    with pytest.raises(sweep.SweepError, match="algorithm_overrides names c, not an algorithm"):
+        sweep.load_sweep(write_sweep(tmp_path / "bad.yaml", spec), cwd=tmp_path)
     # {algo} is the package: variants of one algorithm share its configs
     assert flag(b.commands["offline"], "--config") == str(configs / "pkg_b" / "hopper-medium.yaml")
     assert flag(b.commands["offline"], "--device") == "cuda" and flag(b.commands["offline"], "--threads") == "1"

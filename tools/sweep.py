@@ -105,7 +105,7 @@ class Trial:
 TOP_KEYS = {"root", "seeds", "datasets", "algorithms", "overrides", "offline_overrides", "online_overrides",
             "resources", "env"}
 ALGO_KEYS = {"module", "overrides", "offline_overrides", "online_overrides", "resources", "env", "offline_from"}
-DATASET_KEYS = {"name", "config", "dataset", "overrides"}
+DATASET_KEYS = {"name", "config", "dataset", "overrides", "algorithm_overrides"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 
 
@@ -183,8 +183,11 @@ def _datasets(entries: Any, cwd: Path) -> list[dict]:
         if spec and not spec.startswith(("d4rl:", "minari:", "shared:")):
             spec = _absolute(spec, cwd)  # a file path: the training processes may run in another folder
         name = entry.get("name") or dataset_label(str(config or spec).replace("{algo}", ""))
+        per_algo = {str(algo): _overrides(values, f"{where}.algorithm_overrides.{algo}")
+                    for algo, values in _mapping(entry.get("algorithm_overrides"), f"{where}.algorithm_overrides").items()}
         out.append({"name": str(name), "config": _absolute(config, cwd) if config else None, "dataset": spec,
-                    "overrides": _overrides(entry.get("overrides"), f"{where}.overrides")})
+                    "overrides": _overrides(entry.get("overrides"), f"{where}.overrides"),
+                    "algorithm_overrides": per_algo})
     names = [d["name"] for d in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -229,6 +232,11 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
 
     algorithms = {algo: _mapping(algo_spec, f"algorithms.{algo}", ALGO_KEYS) for algo, algo_spec in algorithms.items()}
     _check_offline_from(algorithms)
+    for data in datasets:
+        unknown = sorted(set(data["algorithm_overrides"]) - set(algorithms))
+        if unknown:
+            raise SweepError(f"datasets entry {data['name']!r}: algorithm_overrides names {', '.join(unknown)}, not an "
+                             f"algorithm of this sweep ({', '.join(algorithms)})")
 
     trials = []
     for seed in seeds:
@@ -250,7 +258,7 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
                     overrides = {"device": "cuda" if resources["gpus"] > 0 else "cpu", **shared[phase],
                                  **_overrides(algo_spec.get("overrides"), f"{where}.overrides"),
                                  **_overrides(algo_spec.get(f"{phase}_overrides"), f"{where}.{phase}_overrides"),
-                                 **data["overrides"]}
+                                 **data["overrides"], **data["algorithm_overrides"].get(algo, {})}
                     argv = ["python", "-m", f"{module}.train_{phase}"]  # run with the worker's interpreter
                     if phase == "online":
                         argv += ["--checkpoint", str(layout.checkpoint_path((source_dir or trial_dir) / "offline", "offline"))]

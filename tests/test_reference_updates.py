@@ -192,36 +192,47 @@ def test_adaptive_bc_update_equals_reference(dataset, dtype, target, normalize):
                               policy_delay=cfg.policy_delay, target_noise=cfg.target_noise, noise_clip=cfg.noise_clip,
                               alpha=alpha, obs_mean=norm.mean, obs_std=norm.std, use_min_target=target == "min")
     copy_bc_weights(agent, ref)
+    draws = bc_draws(UPDATES, dataset.act_dim, cfg.num_critics, target == "min", dtype)
+    # adaptive_bc reports the last actor step's metrics on every update: compare them on actor steps only
+    update_both_and_compare(agent, ref, make_batches(dataset, dtype), draws, lambda target: bc_opt_views(agent, target),
+                            lambda target: bc_ref_views(ref, target), tol, ("critic_loss", "actor_loss"),
+                            reported_only_on_actor_steps=False)
+
+
+def update_both_and_compare(agent, ref, batches, draws, opt_views, ref_views, tol, loss_keys,
+                            reported_only_on_actor_steps=True) -> None:
+    """Runs both updates on the same batches and draws; compares the losses every update and, after 1, 2 and 20
+    updates, parameters, target parameters, the gradients each optimizer stepped with and the Adam moments.
+    opt_views / ref_views(target: bool) -> named views (named_views)."""
     grads_opt, grads_ref = {}, {}
     for optimizer in (agent.actor_optimizer, agent.critic_optimizer):
         capture_grads(optimizer, grads_opt)
     for optimizer in (ref.actor_optimizer, ref.critic_optimizer):
         capture_grads(optimizer, grads_ref)
-    batches = make_batches(dataset, dtype)
-    draws = bc_draws(UPDATES, dataset.act_dim, cfg.num_critics, target == "min", dtype)
-    compare_views("initial", bc_opt_views(agent), bc_ref_views(ref), 0.0)
-
+    compare_views("initial", opt_views(False), ref_views(False), 0.0)
+    compare_views("initial target", opt_views(True), ref_views(True), 0.0)
     for i, (batch, draw) in enumerate(zip(batches, draws), start=1):
         with inject(draw):
             got = agent.update(batch)
         with inject(draw):
             want = ref.update(*batch)
-        assert_close(f"update {i} critic_loss", scalar(got["critic_loss"]), scalar(want["critic_loss"]), tol)
-        if "actor_loss" in want:
-            assert_close(f"update {i} actor_loss", scalar(got["actor_loss"]), scalar(want["actor_loss"]), tol)
+        for key in loss_keys:
+            if reported_only_on_actor_steps:
+                assert (key in got) == (key in want), f"update {i}: {key} reported by one implementation only"
+            if key in want:
+                assert_close(f"update {i} {key}", scalar(got[key]), scalar(want[key]), tol)
         if i not in CHECK_AT:
             continue
-        compare_views(f"after {i} updates:", bc_opt_views(agent), bc_ref_views(ref), tol)
-        compare_views(f"after {i} updates: target", bc_opt_views(agent, True), bc_ref_views(ref, True), tol)
-        stepped = lambda grads: (lambda p: grads[p])  # noqa: E731
-        assert_same_tensors(f"after {i} updates: gradient", _with_actor_steps(bc_opt_views(agent), stepped(grads_opt), i),
-                            _with_actor_steps(bc_ref_views(ref), stepped(grads_ref), i), tol)
+        compare_views(f"after {i} updates:", opt_views(False), ref_views(False), tol)
+        compare_views(f"after {i} updates: target", opt_views(True), ref_views(True), tol)
+        assert_same_tensors(f"after {i} updates: gradient", _with_actor_steps(opt_views(False), grads_opt.__getitem__, i),
+                            _with_actor_steps(ref_views(False), grads_ref.__getitem__, i), tol)
+        moments_opt = adam_moments((agent.actor_optimizer, agent.critic_optimizer))
+        moments_ref = adam_moments((ref.actor_optimizer, ref.critic_optimizer))
         for m, name in enumerate(("exp_avg", "exp_avg_sq")):
-            moments_opt = adam_moments((agent.actor_optimizer, agent.critic_optimizer))
-            moments_ref = adam_moments((ref.actor_optimizer, ref.critic_optimizer))
             assert_same_tensors(f"after {i} updates: Adam {name}",
-                                _with_actor_steps(bc_opt_views(agent), lambda p: moments_opt[p][m], i),
-                                _with_actor_steps(bc_ref_views(ref), lambda p: moments_ref[p][m], i), tol)
+                                _with_actor_steps(opt_views(False), lambda p: moments_opt[p][m], i),
+                                _with_actor_steps(ref_views(False), lambda p: moments_ref[p][m], i), tol)
 
 
 def _with_actor_steps(views, f, updates: int, actor_prefix: str = "actor.") -> dict:
@@ -347,36 +358,10 @@ def test_spot_update_equals_reference(dataset, dtype, dropout, penalty):
                                  num_samples=num_samples, obs_mean=norm.mean, obs_std=norm.std)
     copy_spot_weights(agent, ref)
     vae_before = {k: v.clone() for k, v in agent.vae.state_dict().items()}
-    grads_opt, grads_ref = {}, {}
-    for optimizer in (agent.actor_optimizer, agent.critic_optimizer):
-        capture_grads(optimizer, grads_opt)
-    for optimizer in (ref.actor_optimizer, ref.critic_optimizer):
-        capture_grads(optimizer, grads_ref)
-    batches = make_batches(dataset, dtype)
     draws = spot_draws(UPDATES, dataset.act_dim, latent, cfg.hidden_dim, dropout, num_samples, cfg.policy_delay, dtype)
     compare_views("initial", spot_opt_views(agent, vae=True), spot_ref_views(ref, vae=True), 0.0)
-
-    for i, (batch, draw) in enumerate(zip(batches, draws), start=1):
-        with inject(draw):
-            got = agent.update(batch)
-        with inject(draw):
-            want = ref.update(*batch)
-        for key in ("critic_loss", "actor_loss", "density_loss"):
-            assert (key in got) == (key in want), f"update {i}: {key} reported by one implementation only"
-            if key in want:
-                assert_close(f"update {i} {key}", scalar(got[key]), scalar(want[key]), tol)
-        if i not in CHECK_AT:
-            continue
-        compare_views(f"after {i} updates:", spot_opt_views(agent), spot_ref_views(ref), tol)
-        compare_views(f"after {i} updates: target", spot_opt_views(agent, True), spot_ref_views(ref, True), tol)
-        assert_same_tensors(f"after {i} updates: gradient", _with_actor_steps(spot_opt_views(agent), grads_opt.__getitem__, i),
-                            _with_actor_steps(spot_ref_views(ref), grads_ref.__getitem__, i), tol)
-        for m, name in enumerate(("exp_avg", "exp_avg_sq")):
-            moments_opt = adam_moments((agent.actor_optimizer, agent.critic_optimizer))
-            moments_ref = adam_moments((ref.actor_optimizer, ref.critic_optimizer))
-            assert_same_tensors(f"after {i} updates: Adam {name}",
-                                _with_actor_steps(spot_opt_views(agent), lambda p: moments_opt[p][m], i),
-                                _with_actor_steps(spot_ref_views(ref), lambda p: moments_ref[p][m], i), tol)
+    update_both_and_compare(agent, ref, make_batches(dataset, dtype), draws, lambda target: spot_opt_views(agent, target),
+                            lambda target: spot_ref_views(ref, target), tol, ("critic_loss", "actor_loss", "density_loss"))
     # The frozen VAE: the penalty's gradient reached the action only; the VAE's weights never changed.
     assert all(p.grad is None for p in agent.vae.parameters())
     assert all(torch.equal(v, vae_before[k]) for k, v in agent.vae.state_dict().items())

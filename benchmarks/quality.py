@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from tools.aggregate import trials_for_cli
-from tools.plots import SCORE, Trial
+from tools.plots import SCORE, Trial, bootstrap_ci
 
 DIP_FRACTION = 0.2
 EPISODE_SCORE = "online/episode_normalized_score"
@@ -54,6 +54,29 @@ class RunQuality:
     wall_offline_min: float | None
     wall_online_min: float | None
     resumed: tuple[str, ...] = ()  # phases whose wall time covers the last segment only
+
+    @property
+    def gain(self) -> float | None:
+        """online final − offline final."""
+        return None if None in (self.online_final, self.offline_final) else self.online_final - self.offline_final
+
+    @property
+    def dip_drop(self) -> float | None:
+        """The dip relative to the pretrained policy: dip (eval) − offline final (negative = a drop)."""
+        return None if None in (self.dip_eval, self.offline_final) else self.dip_eval - self.offline_final
+
+
+INTERVAL_COLUMNS = ("offline_final", "online_final", "gain", "dip_drop")
+INTERVAL_HEADERS = ("offline final", "online final", "online − offline", "dip − offline")
+
+
+def interval(values: list[float | None]) -> tuple[float, float, float, int] | None:
+    """(mean, 95% percentile-bootstrap low, high, n) over the seeds that have the value."""
+    present = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if not len(present):
+        return None
+    lo, hi = bootstrap_ci(present)
+    return float(present.mean()), float(lo), float(hi), len(present)
 
 
 def online_budget(trial: Trial) -> int | None:
@@ -118,6 +141,18 @@ def summarize(runs: list[RunQuality]) -> dict[tuple[str, str], dict[str, tuple[f
             for key, members in sorted(groups.items())}
 
 
+def intervals(runs: list[RunQuality]) -> dict[tuple[str, str], dict[str, tuple[float, float, float, int] | None]]:
+    groups: dict[tuple[str, str], list[RunQuality]] = defaultdict(list)
+    for run in runs:
+        groups[(run.algo, run.dataset)].append(run)
+    return {key: {c: interval([getattr(r, c) for r in members]) for c in INTERVAL_COLUMNS}
+            for key, members in sorted(groups.items())}
+
+
+def _interval(stat) -> str:
+    return "–" if stat is None else f"{stat[0]:.1f} [{stat[1]:.1f}, {stat[2]:.1f}]"
+
+
 def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
@@ -132,7 +167,16 @@ def markdown(runs: list[RunQuality], notes: list[str] = ()) -> str:
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
              "training episodes with exploration noise (dip (episode)). Wall = config.yaml → final checkpoint "
              "mtime per phase (* resumed: last segment only).", "",
-             "## Mean ± std over seeds", "",
+             "## Mean and 95% bootstrap interval over seeds", "",
+             "Dip − offline: the lowest evaluation in the first "
+             f"{DIP_FRACTION:.0%} of online steps minus the offline-final score (negative: the policy fell).", "",
+             "| algorithm | dataset | seeds | " + " | ".join(INTERVAL_HEADERS) + " |",
+             "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
+    for (algo, dataset), stats in intervals(runs).items():
+        seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})
+        lines.append(f"| {algo} | {dataset} | {seeds} | " + " | ".join(_interval(stats[c]) for c in INTERVAL_COLUMNS)
+                     + " |")
+    lines += ["", "## Mean ± std over seeds", "",
              "| algorithm | dataset | seeds | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 3) + "|"]
     for (algo, dataset), stats in summarize(runs).items():
         seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})

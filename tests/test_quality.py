@@ -78,7 +78,21 @@ def test_per_run_metrics_are_final_dips_and_wall_time(sweep_root):
     assert (r0.offline_final, r0.online_final, r0.dip_eval, r0.dip_episode) == (40.0, 60.0, 20.0, 9.0)
     assert (r1.offline_final, r1.online_final, r1.dip_eval, r1.dip_episode) == (44.0, 50.0, 10.0, 7.0)
     assert r0.wall_offline_min == pytest.approx(2.0) and r0.wall_online_min == pytest.approx(3.0)
+    # the fine-tuning study's numbers: online − offline and the dip relative to the pretrained policy
+    assert (r0.gain, r0.dip_drop) == (20.0, -20.0) and (r1.gain, r1.dip_drop) == (6.0, -34.0)
+
     assert r1.wall_offline_min == pytest.approx(4.0) and r1.wall_online_min == pytest.approx(5.0)
+
+
+def test_interval_table_is_the_mean_with_a_bootstrap_interval_over_seeds(sweep_root):
+    runs = quality.main([str(sweep_root)])
+    stats = quality.intervals(runs)[("alg", "shared:ds.hdf5")]
+    # two seeds: the resampled means are the mean of (a, a), (a, b), (b, b) -> the interval spans the two values
+    mean, lo, hi, n = stats["dip_drop"]
+    assert (mean, n) == (-27.0, 2) and lo == pytest.approx(-34.0) and hi == pytest.approx(-20.0)
+    assert stats["gain"][:1] == (13.0,) and stats["offline_final"][0] == 42.0
+    text = quality.markdown(runs)
+    assert "| alg | shared:ds.hdf5 | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
 
 
 def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):

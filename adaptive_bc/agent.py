@@ -196,6 +196,24 @@ class RedqBcAgent:
         self._actor_metrics = dict(state["actor_metrics"]) if state["actor_metrics"] is not None else None
 
 
+def policy_state(agent: RedqBcAgent) -> dict:
+    """What acting needs, for an inference-only model file: the actor, the normalizer, the shapes."""
+    return {"actor": agent.actor.state_dict(), "normalizer": agent.normalizer.state_dict(),
+            "dims": {"obs": agent.obs_dim, "act": agent.act_dim, "max_action": agent.max_action}}
+
+
+def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:
+    """An agent that acts as the exported policy (its critics are untrained: it is for acting only)."""
+    names = set(field_names(Config))
+    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="model config")
+    state = payload["policy"]
+    dims = state["dims"]
+    agent = RedqBcAgent(dims["obs"], dims["act"], dims["max_action"], cfg, device,
+                        ObsNormalizer.from_state_dict(state["normalizer"], device))
+    agent.actor.load_state_dict(state["actor"])
+    return agent
+
+
 def agent_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:
     """Rebuilds the agent of an offline.pt / online.pt payload (used by common.inference.load_agent)."""
     names = set(field_names(Config))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import CheckpointError, load_checkpoint
+from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def newest_checkpoint(runs_dir: str | os.PathLike = "runs", algo: str | None = None) -> Path:
@@ -26,18 +26,34 @@ def newest_checkpoint(runs_dir: str | os.PathLike = "runs", algo: str | None = N
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def load_agent(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Returns (agent, info): agent.act(obs_batch) is the deterministic policy, normalization included;
-    info holds algo, env_id, dataset, phase, step and the run's config."""
-    payload = load_checkpoint(checkpoint, kind=("agent", "resume"), map_location=device)  # offline/online/last.pt
+def _agent_module(payload: dict, checkpoint, function: str):
     module_name = payload.get("module") or payload.get("algo")  # checkpoints before `module` was recorded
     try:
-        module = importlib.import_module(f"{module_name}.agent")
-        rebuild = module.agent_from_checkpoint
+        return getattr(importlib.import_module(f"{module_name}.agent"), function)
     except (ImportError, AttributeError, TypeError) as exc:
         raise CheckpointError(f"{checkpoint}: cannot rebuild its agent: the package {module_name!r} that wrote it has "
-                              f"no importable agent.agent_from_checkpoint ({exc})") from None
-    agent = rebuild(payload, torch.device(device))
-    info = {k: payload.get(k) for k in ("algo", "env_id", "dataset", "phase", "step", "config")}
+                              f"no importable agent.{function} ({exc})") from None
+
+
+def load_agent(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Returns (agent, info): agent.act(obs_batch) is the deterministic policy, normalization included;
+    info holds algo, env_id, dataset, phase, step and the run's config (and a model file's budget and score).
+    Takes offline.pt / online.pt / last.pt, and the inference-only model files of export_policy."""
+    payload = load_checkpoint(checkpoint, kind=("agent", "resume", "policy"), map_location=device)
+    function = "agent_from_policy" if payload["kind"] == "policy" else "agent_from_checkpoint"
+    agent = _agent_module(payload, checkpoint, function)(payload, torch.device(device))
+    info = {k: payload.get(k) for k in ("algo", "env_id", "dataset", "phase", "step", "config", "budget", "score")}
     info["checkpoint"] = str(checkpoint)
     return agent, info
+
+
+def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, budget: str, score: float | None) -> Path:
+    """An inference-only model file from a run's checkpoint: the actor and normalizer (the algorithm's
+    agent.policy_state), env id, dataset, config, the training budget and its measured score; a few hundred KB,
+    loadable with weights_only=True and by load_agent."""
+    payload = load_checkpoint(checkpoint, kind=("agent", "resume"))
+    agent = _agent_module(payload, checkpoint, "agent_from_checkpoint")(payload, torch.device("cpu"))
+    policy = _agent_module(payload, checkpoint, "policy_state")(agent)
+    parts = {k: payload.get(k) for k in ("algo", "module", "env_id", "dataset", "phase", "step", "config",
+                                          "dataset_fingerprint")}
+    return save_checkpoint(out, {**parts, "kind": "policy", "budget": budget, "score": score, "policy": policy})

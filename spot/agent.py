@@ -272,6 +272,25 @@ class SpotAgent:
         self.updates, self.lambd = int(state["updates"]), float(state["lambd"])
 
 
+def policy_state(agent: SpotAgent) -> dict:
+    """What acting needs, for an inference-only model file: the actor, the normalizer, the shapes."""
+    return {"actor": agent.actor.state_dict(), "normalizer": agent.normalizer.state_dict(),
+            "dims": {"obs": agent.obs_dim, "act": agent.act_dim, "max_action": agent.max_action}}
+
+
+def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> SpotAgent:
+    """An agent that acts as the exported policy (critics and VAE untrained: it is for acting only)."""
+    names = set(field_names(Config))
+    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="model config")
+    cfg.lambd = cfg.lambd if cfg.lambd is not None else 0.0  # unused when acting
+    state = payload["policy"]
+    dims = state["dims"]
+    agent = SpotAgent(dims["obs"], dims["act"], dims["max_action"], cfg, device,
+                      ObsNormalizer.from_state_dict(state["normalizer"], device))
+    agent.actor.load_state_dict(state["actor"])
+    return agent
+
+
 def agent_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> SpotAgent:
     """Rebuilds the agent of an offline.pt / online.pt payload (used by common.inference.load_agent)."""
     names = set(field_names(Config))
@@ -318,4 +337,5 @@ def load_vae_checkpoint(path: str, agent: SpotAgent) -> dict:
 
 
 __all__ = ["ALGO", "Config", "SpotAgent", "VaeTrainer", "QDivergenceError", "VaeMismatchError", "lambda_schedule",
-           "resolve_lambda", "agent_from_checkpoint", "load_vae_checkpoint", "vae_checkpoint_payload"]
+           "resolve_lambda", "agent_from_checkpoint", "agent_from_policy", "policy_state", "load_vae_checkpoint",
+           "vae_checkpoint_payload"]

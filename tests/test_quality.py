@@ -80,7 +80,6 @@ def test_per_run_metrics_are_final_dips_and_wall_time(sweep_root):
     assert r0.wall_offline_min == pytest.approx(2.0) and r0.wall_online_min == pytest.approx(3.0)
     # the fine-tuning study's numbers: online − offline and the dip relative to the pretrained policy
     assert (r0.gain, r0.dip_drop) == (20.0, -20.0) and (r1.gain, r1.dip_drop) == (6.0, -34.0)
-
     assert r1.wall_offline_min == pytest.approx(4.0) and r1.wall_online_min == pytest.approx(5.0)
 
 

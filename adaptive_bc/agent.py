@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from adaptive_bc.networks import Actor, EnsembleCritic
 from common.buffer import Batch
-from common.normalizer import ObsNormalizer
 from common.config import BaseConfig, ConfigError, field_names, from_dict
+from common.normalizer import ObsNormalizer
 from common.utils import set_learning_rate
 
 ALGO = "adaptive_bc"

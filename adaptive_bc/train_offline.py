@@ -14,8 +14,8 @@ from pathlib import Path
 from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from common.buffer import ReplayBuffer
 from common.config import parse_config
-from common.normalizer import ObsNormalizer
 from common.errors import cli
+from common.normalizer import ObsNormalizer
 from common.run import Recorder, start_run
 
 

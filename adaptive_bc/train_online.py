@@ -19,9 +19,9 @@ from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from adaptive_bc.controller import AlphaController
 from common.buffer import ReplayBuffer
 from common.config import parse_online_config
+from common.errors import cli
 from common.layout import online_run_dir_for, run_dir_of_checkpoint
 from common.normalizer import ObsNormalizer
-from common.errors import cli
 from common.run import OnlineEnv, Recorder, explore, next_checkpoint_after, start_run
 
 ARCHITECTURE_KEYS = ("num_critics", "hidden_dim", "normalize_states")  # fixed by the checkpoint's networks

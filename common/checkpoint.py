@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from common.errors import RunError
 
 FORMAT = "offline-to-online-checkpoint/1"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
 from common.errors import RunError
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from common.errors import RunError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

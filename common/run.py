@@ -1,7 +1,9 @@
 """What every training loop needs and no algorithm owns, as small helpers the algorithms' scripts call:
 
-- `start_run(cfg, ...)` -> `Run`: threads, seeds, device, dataset, env check, the run folder and its config.yaml;
-  it picks up `checkpoints/last.pt` of a killed run (refusing a changed config) and refuses a finished one.
+- `start_run(cfg, ...)` -> `Run`: threads, seeds, device, dataset, env check, the run folder and its config.yaml.
+  A run folder belongs to one run: it is locked for the life of the process, a folder holding a finished run,
+  another phase's or algorithm's run or foreign results is refused, and `checkpoints/last.pt` of a killed run is
+  picked up only with the same config and data.
   `run.restore(...)`, `run.save_last(...)` and `run.finish(...)` read and write the run's checkpoints.
 - `Recorder`: metrics.jsonl (+ wandb, progress bar), the means of the update metrics since the last record
   (a non-finite value stops the run) and the deterministic evaluator.
@@ -29,10 +31,10 @@ from common.checkpoint import CheckpointError, load_checkpoint, remove_temporari
 from common.config import BaseConfig, save_config
 from common.datasets import Dataset, dataset_fingerprint, load_dataset
 from common.envs import check_env_matches, make_env
+from common.errors import RunError
 from common.evaluation import EvalResult, Evaluator
 from common.logging import RunLogger
 from common.utils import resolve_device, seed_everything, set_threads, set_torch_rng_state, torch_rng_state
-from common.errors import RunError
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training episodes
 
@@ -45,7 +47,7 @@ class RunExistsError(RunError, RuntimeError):
 class Run:
     cfg: BaseConfig
     algo: str
-    module: str  # the package whose agent.agent_from_checkpoint rebuilds this run's agent
+    module: str  # the package (= algo) whose agent.agent_from_checkpoint rebuilds this run's agent
     phase: str  # offline | online
     run_dir: Path
     device: torch.device
@@ -180,7 +182,7 @@ def _check_writable(run_dir: Path) -> None:
                                  "--run_dir") from None
 
 
-def start_run(cfg: BaseConfig, algo: str, phase: str, *, module: str | None = None, run_dir: Path | None = None,
+def start_run(cfg: BaseConfig, algo: str, phase: str, *, run_dir: Path | None = None,
               extra_config: dict[str, Any] | None = None, dataset: Dataset | None = None) -> Run:
     """Threads, seeds, device, dataset, env check, the run folder (checked, locked, writable); picks up last.pt of
     a killed run of the same config and data."""
@@ -205,7 +207,7 @@ def start_run(cfg: BaseConfig, algo: str, phase: str, *, module: str | None = No
     except BaseException:
         lock.close()
         raise
-    return Run(cfg, algo, module or algo, phase, run_dir, device, dataset, env_id, max_action, resume, fingerprint,
+    return Run(cfg, algo, algo, phase, run_dir, device, dataset, env_id, max_action, resume, fingerprint,
                lock)
 
 

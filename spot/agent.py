@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from common.buffer import Batch
-from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint
 from common.config import BaseConfig, ConfigError, field_names, from_dict
 from common.datasets import env_family
+from common.errors import RunError
+from common.normalizer import ObsNormalizer
 from common.utils import set_learning_rate
 from spot.networks import VAE, Actor, TwinCritic, kl_to_standard_normal
-from common.errors import RunError
 
 ALGO = "spot"
 # Adam(fused=True): one kernel over all parameters; on CPU it makes the 750-wide VAE's update ~1.6x faster.

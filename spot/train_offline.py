@@ -16,9 +16,9 @@ from common.buffer import ReplayBuffer
 from common.checkpoint import save_checkpoint
 from common.config import parse_config
 from common.datasets import load_dataset
+from common.errors import cli
 from common.layout import checkpoint_path
 from common.normalizer import ObsNormalizer
-from common.errors import cli
 from common.run import Recorder, start_run
 from spot.agent import ALGO, Config, SpotAgent, VaeTrainer, load_vae_checkpoint, resolve_lambda, vae_checkpoint_payload
 

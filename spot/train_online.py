@@ -18,9 +18,9 @@ import numpy as np
 
 from common.buffer import ReplayBuffer
 from common.config import parse_online_config
+from common.errors import cli
 from common.layout import online_run_dir_for, run_dir_of_checkpoint
 from common.normalizer import ObsNormalizer
-from common.errors import cli
 from common.run import OnlineEnv, Recorder, explore, next_checkpoint_after, start_run
 from spot.agent import ALGO, Config, SpotAgent, lambda_schedule
 

@@ -19,11 +19,11 @@ from adaptive_bc.agent import ALGO, Config, RedqBcAgent
 from adaptive_bc.controller import AlphaController, next_alpha
 from adaptive_bc.networks import EnsembleCritic, ensemble_init_
 from common.buffer import Batch, ReplayBuffer
-from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import ConfigError, parse_config
 from common.datasets import load_dataset
 from common.layout import read_metrics
+from common.normalizer import ObsNormalizer
 from conftest import REPO, shared_dataset, write_d4rl_file
 
 KP, KD, R_TARGET, ALPHA_MAX = 3e-5, 1e-4, 1.05, 0.4

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.buffer import ReplayBuffer
-from common.normalizer import ObsNormalizer
 from common.datasets import Dataset
+from common.normalizer import ObsNormalizer
 
 
 def make_dataset(n=100, obs_dim=3, act_dim=2) -> Dataset:

@@ -5,7 +5,6 @@ import hashlib
 import http.server
 import json
 import threading
-import types
 import warnings
 from pathlib import Path
 

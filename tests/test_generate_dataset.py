@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from tools import generate_dataset as gen
 from common.checkpoint import CheckpointError, load_checkpoint
 from common.datasets import REF_RETURNS, load_dataset
+from tools import generate_dataset as gen
 from tools.sac import SAC, SACConfig, TanhGaussianActor, TwinCritic, soft_td_target
 
 REPO = Path(__file__).resolve().parent.parent

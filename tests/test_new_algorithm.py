@@ -10,8 +10,8 @@ import yaml
 
 from common.inference import load_agent
 from common.layout import read_metrics
-from toy_algorithm import NAME, write_package
 from tools import plots, sweep
+from toy_algorithm import NAME, write_package
 
 
 @pytest.mark.slow  # the sweep trial starts the training scripts as subprocesses

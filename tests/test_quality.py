@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from benchmarks import quality
-from tools import sweep
 from common.checkpoint import load_checkpoint
 from common.layout import read_metrics
 from conftest import REPO, write_d4rl_file
+from tools import sweep
 
 SCORE = "eval/normalized_score"
 

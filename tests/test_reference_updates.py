@@ -20,8 +20,8 @@ from adaptive_bc.agent import Config as BcConfig
 from adaptive_bc.agent import RedqBcAgent
 from adaptive_bc.controller import AlphaController
 from common.buffer import Batch
-from common.normalizer import ObsNormalizer
 from common.datasets import load_dataset
+from common.normalizer import ObsNormalizer
 from conftest import REPO
 from reference import spot_reference as sref
 from reference.adaptive_bc_reference import ReferenceRedqBc, reference_alpha_trajectory

@@ -19,13 +19,13 @@ import yaml
 from conftest import REPO, shared_dataset, write_d4rl_file
 
 from common.buffer import Batch
-from common.normalizer import ObsNormalizer
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import parse_config, ConfigError, load_yaml
 from common.datasets import read_d4rl_hdf5
 from common.evaluation import evaluate
 from common.inference import load_agent
 from common.layout import read_metrics
+from common.normalizer import ObsNormalizer
 from spot import train_offline, train_online
 from spot.agent import (Config, QDivergenceError, SpotAgent, VaeMismatchError, VaeTrainer, lambda_schedule,
                         resolve_lambda)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import sweep
 from conftest import REPO, write_d4rl_file
+from tools import sweep
 
 # A stand-in for <algo>.train_offline / train_online: the same CLI and run-folder contract (config.yaml,
 # metrics.jsonl, checkpoints/last.pt then <phase>.pt, refuses a finished run, unknown key -> error),

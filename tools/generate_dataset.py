@@ -40,8 +40,8 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.datasets import REF_RETURNS, normalized_score
 from common.envs import gym_make
 from common.evaluation import Evaluator
-from tools.sac import SAC, SACConfig
 from common.utils import set_threads
+from tools.sac import SAC, SACConfig
 
 ENV_IDS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
 # Mean normalized scores of D4RL's *-medium-v2 datasets: the level the data should have.

@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 CELLS = [
     new_markdown_cell(
         "# Watch a trained policy\n\n"
-        "Loads an adaptive_bc or spot checkpoint through the code the training scripts use (observation "
+        "Loads a shipped model (`models/`) or any adaptive_bc or spot checkpoint through the code the training scripts use (observation "
         "normalization included), rolls out deterministic episodes, prints returns and D4RL normalized "
         "scores, and renders one episode to `video/`. Works locally and in Colab."),
     new_code_cell(
@@ -31,9 +31,11 @@ CELLS = [
         "    os.chdir('..')  # opened from a subfolder\n"
         "sys.path.insert(0, os.getcwd())"),
     new_code_cell(
-        "# What to load: a checkpoint path, or None for the newest under runs/ (of ALGO if set).\n"
-        "ALGO = os.environ.get('O2O_ALGO') or None          # 'adaptive_bc', 'spot' or None\n"
+        "# What to load: a shipped model by name (models/<dataset>_<algo>_<phase>.pt, no training needed), or a\n"
+        "# checkpoint path (any run's offline.pt / online.pt), or the newest under runs/ (of ALGO if set).\n"
+        "MODEL = os.environ.get('O2O_MODEL') or 'halfcheetah-medium-gen_adaptive_bc_online'\n"
         "CHECKPOINT = os.environ.get('O2O_CHECKPOINT') or None\n"
+        "ALGO = os.environ.get('O2O_ALGO') or None          # 'adaptive_bc', 'spot' or None\n"
         "EPISODES = int(os.environ.get('O2O_EPISODES', 5))\n"
         "VIDEO_STEPS = int(os.environ.get('O2O_VIDEO_STEPS', 1000))\n"
         "SEED = 0"),
@@ -42,7 +44,14 @@ CELLS = [
         "import numpy as np\n"
         "from common.inference import load_agent, newest_checkpoint\n"
         "from common.evaluation import evaluate\n\n"
-        "checkpoint = Path(CHECKPOINT) if CHECKPOINT else newest_checkpoint('runs', ALGO)\n"
+        "shipped = sorted(p.stem for p in Path('models').glob('*.pt'))\n"
+        "print('shipped models:', ', '.join(shipped) or 'none yet')\n"
+        "if CHECKPOINT:\n"
+        "    checkpoint = Path(CHECKPOINT)\n"
+        "elif (Path('models') / f'{MODEL}.pt').is_file():\n"
+        "    checkpoint = Path('models') / f'{MODEL}.pt'\n"
+        "else:\n"
+        "    checkpoint = newest_checkpoint('runs', ALGO)\n"
         "agent, info = load_agent(checkpoint)\n"
         "print(f\"{info['algo']} on {info['dataset']} ({info['phase']} checkpoint, step {info['step']}) -> {info['env_id']}\")\n"
         "print(checkpoint)"),

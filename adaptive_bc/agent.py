@@ -196,12 +196,6 @@ class RedqBcAgent:
         self._actor_metrics = dict(state["actor_metrics"]) if state["actor_metrics"] is not None else None
 
 
-def policy_state(agent: RedqBcAgent) -> dict:
-    """What acting needs, for an inference-only model file: the actor, the normalizer, the shapes."""
-    return {"actor": agent.actor.state_dict(), "normalizer": agent.normalizer.state_dict(),
-            "dims": {"obs": agent.obs_dim, "act": agent.act_dim, "max_action": agent.max_action}}
-
-
 def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:
     """An agent that acts as the exported policy (its critics are untrained: it is for acting only)."""
     names = set(field_names(Config))

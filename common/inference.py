@@ -48,12 +48,14 @@ def load_agent(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def export_policy(checkpoint: str | os.PathLike, out: str | os.PathLike, budget: str, score: float | None) -> Path:
-    """An inference-only model file from a run's checkpoint: the actor and normalizer (the algorithm's
-    agent.policy_state), env id, dataset, config, the training budget and its measured score; a few hundred KB,
-    loadable with weights_only=True and by load_agent."""
+    """An inference-only model file from a run's checkpoint: the agent's actor and normalizer (every agent has
+    `actor`, `normalizer`, obs_dim, act_dim, max_action), env id, dataset, config, the training budget and its
+    measured score; a few hundred KB, loadable with weights_only=True and by load_agent, whose algorithm's
+    agent.agent_from_policy(payload, device) rebuilds an agent that acts with it."""
     payload = load_checkpoint(checkpoint, kind=("agent", "resume"))
     agent = _agent_module(payload, checkpoint, "agent_from_checkpoint")(payload, torch.device("cpu"))
-    policy = _agent_module(payload, checkpoint, "policy_state")(agent)
+    policy = {"actor": agent.actor.state_dict(), "normalizer": agent.normalizer.state_dict(),
+              "dims": {"obs": agent.obs_dim, "act": agent.act_dim, "max_action": agent.max_action}}
     parts = {k: payload.get(k) for k in ("algo", "module", "env_id", "dataset", "phase", "step", "config",
                                           "dataset_fingerprint")}
     return save_checkpoint(out, {**parts, "kind": "policy", "budget": budget, "score": score, "policy": policy})

@@ -272,12 +272,6 @@ class SpotAgent:
         self.updates, self.lambd = int(state["updates"]), float(state["lambd"])
 
 
-def policy_state(agent: SpotAgent) -> dict:
-    """What acting needs, for an inference-only model file: the actor, the normalizer, the shapes."""
-    return {"actor": agent.actor.state_dict(), "normalizer": agent.normalizer.state_dict(),
-            "dims": {"obs": agent.obs_dim, "act": agent.act_dim, "max_action": agent.max_action}}
-
-
 def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> SpotAgent:
     """An agent that acts as the exported policy (critics and VAE untrained: it is for acting only)."""
     names = set(field_names(Config))
@@ -337,5 +331,5 @@ def load_vae_checkpoint(path: str, agent: SpotAgent) -> dict:
 
 
 __all__ = ["ALGO", "Config", "SpotAgent", "VaeTrainer", "QDivergenceError", "VaeMismatchError", "lambda_schedule",
-           "resolve_lambda", "agent_from_checkpoint", "agent_from_policy", "policy_state", "load_vae_checkpoint",
+           "resolve_lambda", "agent_from_checkpoint", "agent_from_policy", "load_vae_checkpoint",
            "vae_checkpoint_payload"]

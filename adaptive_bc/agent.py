@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptive_bc.networks import Actor, EnsembleCritic
+from adaptive_bc.networks import Actor, EnsembleCritic, upgrade_critic_state
 from common.buffer import Batch
+from common.checkpoint import load_module_state
 from common.config import BaseConfig, ConfigError, field_names, from_dict
 from common.normalizer import ObsNormalizer
 from common.utils import set_learning_rate
@@ -182,10 +183,10 @@ class RedqBcAgent:
         if (dims["obs"], dims["act"]) != (self.obs_dim, self.act_dim):
             raise ValueError(f"checkpoint agent has obs_dim={dims['obs']}, act_dim={dims['act']}; "
                              f"this agent {self.obs_dim}, {self.act_dim}")
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.actor_target.load_state_dict(state["actor_target"])
-        self.critic_target.load_state_dict(state["critic_target"])
+        load_module_state(self.actor, state["actor"], "actor")
+        load_module_state(self.critic, upgrade_critic_state(state["critic"]), "critic")
+        load_module_state(self.actor_target, state["actor_target"], "target actor")
+        load_module_state(self.critic_target, upgrade_critic_state(state["critic_target"]), "target critic")
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         set_learning_rate(self.actor_optimizer, self.cfg.actor_lr)  # the config's, not the saved run's

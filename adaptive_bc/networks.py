@@ -50,3 +50,12 @@ class EnsembleCritic(nn.Module):
         graph into, and computes no gradient for, the critic's parameters.
         """
         return self.net(torch.cat([obs, action], dim=-1), members, detach_params).squeeze(-1)
+
+
+def upgrade_critic_state(state: dict) -> dict:
+    """A critic state_dict in this code's layout. Checkpoints written before the critics moved into
+    common.ensemble.EnsembleMLP (commit 5baebbe and earlier) hold `weights.N` / `biases.N`, now `net.weights.N` /
+    `net.biases.N`: the same tensors in the same parameter order (so the optimizer state needs no change)."""
+    if any(key.startswith("net.") for key in state):
+        return state
+    return {f"net.{key}": value for key, value in state.items()}

@@ -90,3 +90,15 @@ def load_checkpoint(path: str | os.PathLike, algo: str | None = None, kind: str 
     if kinds is not None and payload.get("kind") not in kinds:
         raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {' or '.join(kinds)!r}")
     return payload
+
+
+def load_module_state(module: torch.nn.Module, state: dict, name: str) -> None:
+    """module.load_state_dict(state), with torch's shape/key mismatch turned into a one-line CheckpointError."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
+        raise CheckpointError(
+            f"the checkpoint's {name} does not fit this agent ({detail[:300]}): it was written with other network "
+            "sizes than its config.yaml says, or by a version of this code whose networks are laid out differently "
+            "(one this version cannot convert)") from None

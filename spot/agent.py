@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from common.buffer import Batch
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, load_module_state
 from common.config import BaseConfig, ConfigError, field_names, from_dict
 from common.datasets import env_family
 from common.errors import RunError
 from common.normalizer import ObsNormalizer
 from common.utils import set_learning_rate
-from spot.networks import VAE, Actor, TwinCritic, kl_to_standard_normal
+from spot.networks import (VAE, Actor, TwinCritic, is_legacy_critic_state, kl_to_standard_normal,
+                           upgrade_critic_optimizer_state, upgrade_critic_state)
 
 ALGO = "spot"
 # Adam(fused=True): one kernel over all parameters; on CPU it makes the 750-wide VAE's update ~1.6x faster.
@@ -262,10 +263,15 @@ class SpotAgent:
         if dims != (self.obs_dim, self.act_dim, self.max_action):
             raise ValueError(f"checkpointed agent has (obs_dim, act_dim, max_action) = {dims}, "
                              f"this one {(self.obs_dim, self.act_dim, self.max_action)}")
-        for name in ("actor", "actor_target", "critic", "critic_target", "vae"):
-            getattr(self, name).load_state_dict(state[name])
+        for name in ("actor", "actor_target", "vae"):
+            load_module_state(getattr(self, name), state[name], name)
+        load_module_state(self.critic, upgrade_critic_state(state["critic"]), "critic")
+        load_module_state(self.critic_target, upgrade_critic_state(state["critic_target"]), "critic_target")
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        critic_optimizer = state["critic_optimizer"]
+        if is_legacy_critic_state(state["critic"]):
+            critic_optimizer = upgrade_critic_optimizer_state(critic_optimizer)
+        self.critic_optimizer.load_state_dict(critic_optimizer)
         set_learning_rate(self.actor_optimizer, self.cfg.actor_lr)  # the config's, not the saved run's
         set_learning_rate(self.critic_optimizer, self.cfg.critic_lr)
         self.normalizer = ObsNormalizer.from_state_dict(state["normalizer"], self.device)

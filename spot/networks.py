@@ -139,3 +139,32 @@ class TwinCritic(nn.Module):
         """The first critic only (B,). detach_params: gradients reach the action but not the critic's
         weights (the actor loss needs no critic gradients, so none are computed)."""
         return self.net.member(torch.cat([obs, action], -1), 0, detach_params).squeeze(-1)
+
+
+# Checkpoints written before the critics moved into common.ensemble.EnsembleMLP (commit 5baebbe and earlier) hold
+# the twin critic as layers l1..l3, each an ensemble `weight` [2, in, out] and `bias` [2, 1, out]: the same tensors,
+# now `net.weights.k` / `net.biases.k`. Their optimizer listed the parameters layer by layer (l1.weight, l1.bias,
+# l2.weight, ...); EnsembleMLP lists all weights, then all biases. LEGACY_PARAM_ORDER[i] is the old index of the
+# current i-th parameter.
+LEGACY_PARAM_ORDER = (0, 2, 4, 1, 3, 5)
+
+
+def is_legacy_critic_state(state: dict) -> bool:
+    return "l1.weight" in state
+
+
+def upgrade_critic_state(state: dict) -> dict:
+    """A TwinCritic state_dict in this code's layout (a legacy one renamed; a current one unchanged)."""
+    if not is_legacy_critic_state(state):
+        return state
+    names = {"weight": "weights", "bias": "biases"}
+    return {f"net.{names[kind]}.{int(layer[1:]) - 1}": value
+            for layer, kind, value in ((*key.split("."), value) for key, value in state.items())}
+
+
+def upgrade_critic_optimizer_state(state: dict) -> dict:
+    """The legacy critic optimizer's state_dict with its parameters in EnsembleMLP's order."""
+    (group,) = state["param_groups"]
+    old = group["params"]
+    return {"state": {new: state["state"][old[i]] for new, i in enumerate(LEGACY_PARAM_ORDER) if old[i] in state["state"]},
+            "param_groups": [{**group, "params": list(range(len(old)))}]}

@@ -1,0 +1,58 @@
+"""Checkpoints written before the critics moved into common.ensemble.EnsembleMLP (commit 5baebbe) still load, act
+and fine-tune exactly as they did with the code that wrote them.
+
+tests/data/legacy/<algo>/ was made by that commit's code (tests/data/legacy/README.md): a 20-update offline.pt on
+the tiny hopper file, the actions it gave on 5 fixed observations, and the metrics.jsonl of a 150-step online run
+started from it. The same online run here must give the same file, byte for byte: the critics' weights and Adam
+moments (whose parameter order changed for SPOT) enter every update, so a wrong mapping changes the losses.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.inference import load_agent
+
+LEGACY = Path(__file__).parent / "data" / "legacy"
+SMALL = {"adaptive_bc": ["--hidden_dim", "16", "--num_critics", "4", "--utd", "1", "--prefill_min", "64"],
+         "spot": ["--hidden_dim", "16", "--vae_hidden", "16", "--vae_steps", "10", "--lambd", "0.1"]}
+
+
+@pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])
+def test_legacy_checkpoint_acts_as_before(algo):
+    raw = torch.load(LEGACY / algo / "offline.pt", weights_only=False)
+    assert not any(key.startswith("net.") for key in raw["agent"]["critic"])  # really the old layout
+    agent, _ = load_agent(LEGACY / algo / "offline.pt")
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    expected = np.array(json.loads((LEGACY / algo / "actions.json").read_text()), dtype=np.float32)
+    np.testing.assert_array_equal(agent.act(obs), expected)
+    for name in ("critic", "critic_target"):  # every tensor arrives, renamed
+        old = sorted(float(t.double().sum()) for t in raw["agent"][name].values())
+        new = sorted(float(t.double().sum()) for t in getattr(agent, name).state_dict().values())
+        assert old == new
+
+
+@pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])
+def test_fine_tuning_a_legacy_checkpoint_gives_the_old_codes_metrics(algo, tmp_path, tiny_hopper_file):
+    online = importlib.import_module(f"{algo}.train_online").main
+    online(["--checkpoint", str(LEGACY / algo / "offline.pt"), "--dataset", str(tiny_hopper_file),
+            "--online_steps", "150", "--eval_every", "75", "--checkpoint_every", "200", *SMALL[algo],
+            "--run_dir", str(tmp_path / "on")])
+    assert (tmp_path / "on" / "metrics.jsonl").read_bytes() == (LEGACY / algo / "online-metrics.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])
+def test_a_checkpoint_that_does_not_fit_is_a_clear_error(algo, tmp_path):
+    from common.checkpoint import CheckpointError, save_checkpoint
+    payload = torch.load(LEGACY / algo / "offline.pt", weights_only=False)
+    critic = payload["agent"]["critic"]
+    key = next(iter(critic))
+    critic[key] = critic[key][..., :-1]  # one unit short: no layout this code knows
+    save_checkpoint(tmp_path / "offline.pt", payload)
+    with pytest.raises(CheckpointError, match="checkpoint's critic does not fit this agent.*size mismatch"):
+        load_agent(tmp_path / "offline.pt")

@@ -17,7 +17,8 @@ Arguments are read like tools.aggregate's (sweep roots label runs by their algor
   wall            per phase, mtime(checkpoints/<phase>.pt, else metrics.jsonl) − mtime(config.yaml):
                   config.yaml is written when the phase (re)starts, after the dataset is loaded, so a
                   resumed phase counts its last segment only (marked *, from the sweep's <phase>.log).
-                  Copying run folders without keeping mtimes (cp without -p) spoils this column.
+                  Runs collected by tools.collect_results carry both in result.json (a git clone keeps
+                  no mtimes); copying live run folders without keeping mtimes spoils this column.
 
 Cells are mean ± std over seeds (std with ddof=0, as tools.plots.results_table); `n` counts the seeds
 that have the value.
@@ -32,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from common.layout import read_result
 from tools.aggregate import trials_for_cli
 from tools.plots import SCORE, Trial, bootstrap_ci
+from tools.sweep import dataset_label
 
 DIP_FRACTION = 0.2
 EPISODE_SCORE = "online/episode_normalized_score"
@@ -99,9 +102,13 @@ def dips(trial: Trial, fraction: float = DIP_FRACTION) -> tuple[float | None, fl
 
 
 def wall_minutes(run_dir: Path | None, phase: str) -> float | None:
-    """Minutes from config.yaml's mtime to the final checkpoint's (or metrics.jsonl's, if unfinished)."""
+    """Minutes from config.yaml's mtime to the final checkpoint's (or metrics.jsonl's, if unfinished); a collected
+    run's (tools.collect_results) from its result.json."""
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         return None
+    result = read_result(run_dir)
+    if result is not None:
+        return result.get("wall_min")
     end = run_dir / "checkpoints" / f"{phase}.pt"
     end = end if end.is_file() else run_dir / "metrics.jsonl"
     return (end.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0
@@ -111,6 +118,9 @@ def was_resumed(run_dir: Path | None, phase: str) -> bool:
     """A sweep trial's <trial>/<phase>.log holds one `=== <time> on <host>: <command>` line per start."""
     if run_dir is None:
         return False
+    result = read_result(run_dir)
+    if result is not None:
+        return (result.get("starts") or 1) > 1
     log = run_dir.parent / f"{phase}.log"
     if not log.is_file():
         return False
@@ -174,13 +184,13 @@ def markdown(runs: list[RunQuality], notes: list[str] = ()) -> str:
              "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
     for (algo, dataset), stats in intervals(runs).items():
         seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})
-        lines.append(f"| {algo} | {dataset} | {seeds} | " + " | ".join(_interval(stats[c]) for c in INTERVAL_COLUMNS)
+        lines.append(f"| {algo} | {dataset_label(dataset)} | {seeds} | " + " | ".join(_interval(stats[c]) for c in INTERVAL_COLUMNS)
                      + " |")
     lines += ["", "## Mean ± std over seeds", "",
              "| algorithm | dataset | seeds | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 3) + "|"]
     for (algo, dataset), stats in summarize(runs).items():
         seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})
-        lines.append(f"| {algo} | {dataset} | {seeds} | " + " | ".join(_stat(stats[c]) for c in COLUMNS) + " |")
+        lines.append(f"| {algo} | {dataset_label(dataset)} | {seeds} | " + " | ".join(_stat(stats[c]) for c in COLUMNS) + " |")
     lines += ["", "## Per run", "", "| algorithm | dataset | seed | " + " | ".join(HEADERS) + " |",
               "|---" * (len(HEADERS) + 3) + "|"]
     for r in sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)):
@@ -188,7 +198,7 @@ def markdown(runs: list[RunQuality], notes: list[str] = ()) -> str:
         for i, phase in ((4, "offline"), (5, "online")):
             if phase in r.resumed and cells[i] != "–":
                 cells[i] += "*"
-        lines.append(f"| {r.algo} | {r.dataset} | {r.seed} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r.algo} | {dataset_label(r.dataset)} | {r.seed} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", "## Left out", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,8 @@ sweeps, aggregation, plots and inference.
   runs/<algo>/<dataset>/seed<k>/offline/     a run folder: config.yaml, metrics.jsonl, checkpoints/<phase>.pt
   runs/<algo>/<dataset>/seed<k>/online/      the online run started from offline/checkpoints/offline.pt
   <sweep root>/<algo>/<dataset>/seed<k>/     a sweep trial: its offline/ and online/ run folders, <phase>.log, status.json
+  benchmarks/results/.../<phase>/            committed results (tools.collect_results): config.yaml, metrics.jsonl
+                                             and result.json (finished, wall time, starts), no checkpoints
 
 An online run's config.yaml records the checkpoint it started from (`offline_checkpoint`), which links it to
 its offline run.
@@ -19,6 +21,7 @@ import yaml
 
 PHASES = ("offline", "online")
 CHECKPOINTS = "checkpoints"
+RESULT = "result.json"  # what a copied, finished run keeps of its checkpoints: that it finished, and its wall time
 
 
 def safe_name(dataset_name: str) -> str:
@@ -109,9 +112,18 @@ def phase_of(run_dir: Path) -> str:
     return read_config(run_dir).get("phase", "offline")
 
 
+def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A collected run's result.json (None for a live run folder)."""
+    path = Path(run_dir) / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def is_finished(run_dir: Path) -> bool:
-    """The run wrote its final checkpoint (checkpoints/<phase>.pt)."""
-    return checkpoint_path(run_dir, phase_of(run_dir)).is_file()
+    """The run wrote its final checkpoint (checkpoints/<phase>.pt), or is a collected finished run."""
+    if checkpoint_path(run_dir, phase_of(run_dir)).is_file():
+        return True
+    result = read_result(run_dir)
+    return bool(result and result.get("finished"))
 
 
 def offline_run_of(online_dir: Path, config: dict) -> Path:
@@ -119,9 +131,13 @@ def offline_run_of(online_dir: Path, config: dict) -> Path:
     copied or moved, the online run's sibling (a run pair) or the same place under the online run's sweep root
     (a sweep's naive trial fine-tunes <root>/<algo>/<dataset>/seed<k>/offline of another algorithm)."""
     recorded = run_dir_of_checkpoint(Path(config["offline_checkpoint"]).resolve())
-    if (recorded / "metrics.jsonl").is_file():
-        return recorded
     candidates = [online_dir.with_name("offline")]
     if len(recorded.parts) >= 4 and len(online_dir.parents) >= 4:
         candidates.append(online_dir.parents[3].joinpath(*recorded.parts[-4:]))
-    return next((c for c in candidates if (c / "metrics.jsonl").is_file()), recorded)
+    candidates = [c for c in candidates if is_run_dir(c)]
+    for candidate in candidates:  # a copy of that very run beside this one (collected results) comes first
+        if candidate.resolve() == recorded or str(read_config(candidate).get("run_dir")) == str(recorded):
+            return candidate
+    if (recorded / "metrics.jsonl").is_file():
+        return recorded
+    return candidates[0] if candidates else recorded

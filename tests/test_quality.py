@@ -91,7 +91,7 @@ def test_interval_table_is_the_mean_with_a_bootstrap_interval_over_seeds(sweep_r
     assert (mean, n) == (-27.0, 2) and lo == pytest.approx(-34.0) and hi == pytest.approx(-20.0)
     assert stats["gain"][:1] == (13.0,) and stats["offline_final"][0] == 42.0
     text = quality.markdown(runs)
-    assert "| alg | shared:ds.hdf5 | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
+    assert "| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
 
 
 def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
@@ -100,9 +100,9 @@ def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
     text = out.read_text()
     # offline 40, 44 -> 42 ± 2; online 60, 50 -> 55 ± 5; dip 20, 10 -> 15 ± 5; episode dip 9, 7 -> 8 ± 1;
     # wall offline 2, 4 min -> 3 ± 1; online 3, 5 -> 4 ± 1 (std with ddof=0)
-    assert "| alg | shared:ds.hdf5 | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 | 15.0 ± 5.0 | 8.0 ± 1.0 | 3.0 ± 1.0 | 4.0 ± 1.0 |" in text
-    assert "| alg | shared:ds.hdf5 | 0 | 40.0 | 60.0 | 20.0 | 9.0 | 2.0 | 3.0 |" in text
-    assert "| alg | shared:ds.hdf5 | 1 | 44.0 | 50.0 | 10.0 | 7.0 | 4.0 | 5.0 |" in text
+    assert "| alg | ds | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 | 15.0 ± 5.0 | 8.0 ± 1.0 | 3.0 ± 1.0 | 4.0 ± 1.0 |" in text
+    assert "| alg | ds | 0 | 40.0 | 60.0 | 20.0 | 9.0 | 2.0 | 3.0 |" in text
+    assert "| alg | ds | 1 | 44.0 | 50.0 | 10.0 | 7.0 | 4.0 | 5.0 |" in text
 
 
 def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked(sweep_root):
@@ -114,7 +114,7 @@ def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked
     assert runs[2].online_final == 3.0 and runs[2].dip_eval == 3.0 and runs[2].resumed == ("online",)
     # the unfinished run's wall time ends at metrics.jsonl's mtime (1 min - 1 s)
     assert runs[2].wall_online_min == pytest.approx(1.0 - 1 / 60)
-    assert "| alg | shared:ds.hdf5 | 2 | 10.0 | 3.0 | 3.0 | – | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
+    assert "| alg | ds | 2 | 10.0 | 3.0 | 3.0 | – | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""Copy the finished runs of a sweep (or any folder of runs) into the repository, without their checkpoints.
+
+  python -m tools.collect_results ~/campaign/runs/truncated benchmarks/results/truncated
+
+Each finished run folder (its checkpoints/<phase>.pt exists) becomes <dest>/<same relative path>/ with its
+config.yaml and metrics.jsonl, and a result.json holding what the checkpoints and file times told and a git
+clone loses: that the run finished, its wall time (config.yaml's mtime to the final checkpoint's, in minutes),
+how many times it was started (a sweep trial's <phase>.log has one `=== ` line per start; >1 means the wall time
+is the last segment's only) and where it was collected from. `common.layout.is_finished` and
+`benchmarks.quality` read it, so reports regenerate from what is committed. A sweep root's sweep.yaml is copied
+too: it marks <dest> as a sweep root, whose folder names (adaptive_bc_naive, ...) label the runs.
+
+Unfinished runs are skipped. A run already collected with the same files is left alone; one whose committed files
+differ is an error (nothing is overwritten; delete the folder in <dest> to collect it again). Files are written to
+a temporary name and renamed, so an interrupted collection leaves no half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import layout
+from common.errors import RunError, cli
+from tools.aggregate import SWEEP_MARKER
+
+FILES = ("config.yaml", "metrics.jsonl")
+
+
+class CollectError(RunError):
+    pass
+
+
+def starts(run_dir: Path, phase: str) -> int | None:
+    log = run_dir.parent / f"{phase}.log"
+    if not log.is_file():
+        return None
+    return sum(line.startswith("=== ") for line in log.read_text(errors="replace").splitlines())
+
+
+def result_of(run_dir: Path) -> dict:
+    phase = layout.phase_of(run_dir)
+    final = layout.checkpoint_path(run_dir, phase)
+    wall = (final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0
+    return {"finished": True, "phase": phase, "wall_min": round(wall, 2), "starts": starts(run_dir, phase),
+            "collected_from": str(run_dir)}
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def collect(source: Path, dest: Path) -> list[Path]:
+    """Copies the finished runs under `source` to `dest`; returns the folders written (not the unchanged ones)."""
+    source = Path(source).resolve()
+    runs = [r for r in layout.find_run_dirs(source, required=False)
+            if layout.checkpoint_path(r, layout.phase_of(r)).is_file()]
+    plans = []
+    for run in runs:
+        target = Path(dest) / run.relative_to(source)
+        contents = {name: (run / name).read_bytes() for name in FILES}
+        if any((target / name).exists() for name in FILES):
+            differ = [n for n in FILES if not (target / n).is_file() or (target / n).read_bytes() != contents[n]]
+            if differ:
+                raise CollectError(f"{target} already holds a different {' and '.join(differ)} than {run}; nothing "
+                                   "was copied. Delete that folder to collect the run again.")
+            if (target / layout.RESULT).is_file():
+                continue  # collected before
+        plans.append((run, target, contents))
+    written = []
+    marker = source / SWEEP_MARKER  # a sweep root's copy of its sweep file: its folder names label the runs
+    if plans and marker.is_file() and not (Path(dest) / SWEEP_MARKER).is_file():
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        _write(Path(dest) / SWEEP_MARKER, marker.read_bytes())
+    for run, target, contents in plans:  # checked all first: an error above leaves dest untouched
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in contents.items():
+            _write(target / name, data)
+        _write(target / layout.RESULT, (json.dumps(result_of(run), indent=1) + "\n").encode())
+        shutil.copystat(run / "metrics.jsonl", target / "metrics.jsonl")
+        written.append(target)
+    return written
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="a sweep root, a folder of runs, or one run folder")
+    parser.add_argument("dest", type=Path, help="where the runs go (the same relative paths)")
+    args = parser.parse_args(argv)
+    if not args.source.is_dir():
+        raise CollectError(f"{args.source} is not a folder")
+    written = collect(args.source, args.dest)
+    for target in written:
+        print(f"collected {target}")
+    print(f"{len(written)} run(s) collected into {args.dest}")
+    return written
+
+
+if __name__ == "__main__":
+    cli(main)

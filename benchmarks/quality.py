@@ -36,7 +36,7 @@ import yaml
 from common.layout import read_result
 from tools.aggregate import trials_for_cli
 from tools.plots import SCORE, Trial, bootstrap_ci
-from tools.sweep import dataset_label
+from common.layout import dataset_label
 
 DIP_FRACTION = 0.2
 EPISODE_SCORE = "online/episode_normalized_score"

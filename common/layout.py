@@ -28,6 +28,15 @@ def safe_name(dataset_name: str) -> str:
     return dataset_name.replace("/", "_").replace(":", "_")
 
 
+def dataset_label(spec: str) -> str:
+    """A folder name for a dataset spec: shared:hopper-medium-gen.hdf5 -> hopper-medium-gen."""
+    name = spec.split(":", 1)[1] if ":" in spec and not Path(spec).exists() else spec
+    path = Path(name)
+    if path.suffix in (".hdf5", ".h5", ".yaml", ".yml"):
+        return path.stem
+    return name.strip("/").replace("/", "_")
+
+
 def default_run_dir(algo: str, dataset_name: str, seed: int, phase: str, root: str | os.PathLike = "runs") -> Path:
     return Path(root) / algo / safe_name(dataset_name) / f"seed{seed}" / phase
 

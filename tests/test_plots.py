@@ -92,10 +92,35 @@ def test_plot_draws_the_aggregated_data(runs, tmp_path):
     np.testing.assert_allclose(lines["adaptive_bc (n=2)"].get_ydata(), [20, 30, 40, 60])
     np.testing.assert_allclose(lines["spot (n=1)"].get_ydata(), [5, 15, 25, 35])
     switch = [line for line in top.lines if line.get_linestyle() == "--"]
-    assert switch and switch[0].get_xdata()[0] == 100
+    assert switch and switch[0].get_xdata()[0] == 0  # x counts from the switch to online
     weights = {line.get_label(): line for line in bottom.lines}
     np.testing.assert_allclose(weights["spot lambda"].get_ydata(), [0.1, 0.06, 0.02])
-    np.testing.assert_allclose(weights["adaptive_bc alpha"].get_xdata(), [100, 150, 200])
+    np.testing.assert_allclose(weights["adaptive_bc alpha"].get_xdata(), [0, 50, 100])
+    np.testing.assert_allclose(lines["spot (n=1)"].get_xdata(), [-50, 0, 50, 100])  # offline at 50, 100
+
+
+def test_plot_aligns_switches_and_compresses_a_long_offline_phase(tmp_path):
+    """A SPOT run whose offline phase (VAE stage included) is 4x adaptive_bc's switches at the same x; the offline
+    phase, 10x longer than the online one, takes OFFLINE_SHARE of the axis."""
+    dirs = [*make_trial(tmp_path, "adaptive_bc", "hopper", 0, [10, 20], [20, 30, 40], offline_steps=1000),
+            *make_trial(tmp_path, "spot", "hopper", 0, [5, 15], [15, 25, 35], offline_steps=4000)]
+    fig = plots.plot(plots.load_trials(dirs), tmp_path / "c.png")
+    top = fig.axes[0]
+    lines = {line.get_label(): line for line in top.lines}
+    np.testing.assert_allclose(lines["adaptive_bc (n=1)"].get_xdata(), [-500, 0, 50, 100])
+    np.testing.assert_allclose(lines["spot (n=1)"].get_xdata(), [-2000, 0, 50, 100])
+    left, right = top.get_xlim()
+    to_axis = top.transScale.transform
+    (x_left, _), (x_zero, _), (x_right, _) = to_axis([[left, 1], [0, 1], [right, 1]])
+    assert (x_zero - x_left) / (x_right - x_left) == pytest.approx(plots.OFFLINE_SHARE, abs=0.05)
+
+
+def test_plots_label_a_sweep_roots_runs_by_folder(runs, tmp_path):
+    naive = make_trial(tmp_path / "root", "adaptive_bc", "hopper", 0, [10, 20], [0, 5, 40])
+    naive[0].parent.parent.parent.rename(tmp_path / "root" / "adaptive_bc_naive")  # package adaptive_bc, folder naive
+    (tmp_path / "root" / "sweep.yaml").write_text("seeds: 1\n")
+    trials, _ = plots.load_labeled_trials([str(tmp_path / "root")], include_unfinished=True)
+    assert [(t.algo, t.final("online")) for t in trials] == [("adaptive_bc_naive", 40.0)]
 
 
 def test_results_table_final_not_best(runs, tmp_path):
@@ -103,5 +128,6 @@ def test_results_table_final_not_best(runs, tmp_path):
     assert "| adaptive_bc | hopper | 2 | 30.0 ± 10.0 | 60.0 ± 20.0 |" in table
     assert "| spot | hopper | 1 | 15.0 ± 0.0 | 35.0 ± 0.0 |" in table
     assert "not the best" in table
-    plots.main([str(p) for p in runs] + ["--table", str(tmp_path / "t.md"), "--out", str(tmp_path / "c.png")])
+    plots.main([str(p) for p in runs] + ["--table", str(tmp_path / "t.md"), "--out", str(tmp_path / "c.png"),
+                                         "--include-unfinished"])
     assert (tmp_path / "t.md").read_text() == table

@@ -31,59 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.layout import find_run_dirs, is_finished
-from tools.plots import Trial, load_trials, results_table
+from tools.plots import SWEEP_MARKER, Trial, load_labeled_trials, results_table, trials_for_cli  # noqa: F401
 
 PHASES = ("offline", "online")
-SWEEP_MARKER = "sweep.yaml"  # tools.sweep keeps a copy of the sweep file in its root
 METRICS = ("IQM", "Mean", "Median", "Optimality Gap")
 PHASE_TITLES = {"offline": "Offline-final: last evaluation of the offline phase",
                 "online": "Online-final: last evaluation of the online phase"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Finding and reading runs
-
-
-def _split_label(arg: str) -> tuple[str | None, str]:
-    label, sep, path = arg.partition("=")
-    if sep and label and "/" not in label and not Path(arg).exists():
-        return label, path
-    return None, arg
-
-
-def load_labeled_trials(args: list[str], include_unfinished: bool = False) -> tuple[list[Trial], list[str]]:
-    """Trials from run folders (or folders holding them); LABEL=PATH relabels the trials under PATH.
-
-    Returns the trials and notes on what was left out."""
-    groups: dict[str | None, list[Path]] = defaultdict(list)
-    seen: set[Path] = set()
-    notes = []
-    labeled: list[tuple[str | None, Path, bool]] = []
-    for arg in args:
-        label, path = _split_label(arg)
-        if label is None and (Path(path) / SWEEP_MARKER).is_file():
-            # A sweep's root: its algorithm entries are the folders <root>/<name>/, and a name may differ from
-            # the package's (two variants of one algorithm), so the folder names label the runs.
-            labeled += [(d.name, d, False) for d in sorted(Path(path).iterdir()) if d.is_dir()]
-        else:
-            labeled.append((label, Path(path), True))
-    for label, path, required in labeled:
-        for run_dir in find_run_dirs(path, required):
-            if run_dir.resolve() in seen:
-                continue
-            seen.add(run_dir.resolve())
-            if not include_unfinished and not is_finished(run_dir):
-                notes.append(f"unfinished, left out: {run_dir}")
-                continue
-            groups[label].append(run_dir)
-    trials = []
-    for label, run_dirs in groups.items():
-        for trial in load_trials(run_dirs):
-            if label is not None:
-                trial.algo = label
-            trials.append(trial)
-    return trials, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,17 +154,6 @@ def aggregate(trials: list[Trial], reps: int = 5000, confidence: float = 0.95, s
         results[phase] = {"tasks": tasks, "shape": {a: list(m.shape) for a, m in matrices.items()},
                           "estimates": estimates}
     return results, notes
-
-
-def trials_for_cli(parser: argparse.ArgumentParser, run_dirs, include_unfinished: bool):
-    """load_labeled_trials for a command line: a bad folder or no finished run exits with a message."""
-    try:
-        trials, notes = load_labeled_trials(run_dirs, include_unfinished)
-    except FileNotFoundError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    if not trials:
-        parser.exit(2, "error: no finished runs among the given folders (see --include-unfinished)\n")
-    return trials, notes
 
 
 def main(argv=None) -> dict:

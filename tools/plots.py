@@ -1,6 +1,12 @@
 """Learning curves and results tables from run folders.
 
   python -m tools.plots runs/*/*/seed*/offline runs/*/*/seed*/online --out curves.png --table results.md
+  python -m tools.plots benchmarks/results/truncated --out benchmarks/results/truncated/curves.png
+  python -m tools.plots naive=runs/naive spot=runs/spot --out curves.png     # LABEL=PATH names the runs under PATH
+
+Arguments are read as tools.aggregate's: run folders, folders searched for them, a sweep root (its algorithm
+folders label the runs, so adaptive_bc_naive is its own curve) or LABEL=PATH; unfinished runs are left out unless
+--include-unfinished.
 
 Each run folder holds config.yaml and metrics.jsonl. An online run is joined to the offline run it
 started from (config key `offline_checkpoint`), and both phases are drawn on one step axis: offline
@@ -19,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from common import layout
+from common.layout import dataset_label, find_run_dirs, is_finished
 
+SWEEP_MARKER = "sweep.yaml"  # tools.sweep keeps a copy of the sweep file in its root
 SCORE = "eval/normalized_score"
 # Run folders written before config.yaml recorded `regularization_metric` (e.g. committed results): the metric
 # names those runs logged for their weight.
@@ -89,6 +97,58 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     return trials
 
 
+def _split_label(arg: str) -> tuple[str | None, str]:
+    label, sep, path = arg.partition("=")
+    if sep and label and "/" not in label and not Path(arg).exists():
+        return label, path
+    return None, arg
+
+
+def load_labeled_trials(args: list[str], include_unfinished: bool = False) -> tuple[list[Trial], list[str]]:
+    """Trials from run folders (or folders holding them); LABEL=PATH relabels the trials under PATH.
+
+    Returns the trials and notes on what was left out."""
+    groups: dict[str | None, list[Path]] = defaultdict(list)
+    seen: set[Path] = set()
+    notes = []
+    labeled: list[tuple[str | None, Path, bool]] = []
+    for arg in args:
+        label, path = _split_label(arg)
+        if label is None and (Path(path) / SWEEP_MARKER).is_file():
+            # A sweep's root: its algorithm entries are the folders <root>/<name>/, and a name may differ from
+            # the package's (two variants of one algorithm), so the folder names label the runs.
+            labeled += [(d.name, d, False) for d in sorted(Path(path).iterdir()) if d.is_dir()]
+        else:
+            labeled.append((label, Path(path), True))
+    for label, path, required in labeled:
+        for run_dir in find_run_dirs(path, required):
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            if not include_unfinished and not is_finished(run_dir):
+                notes.append(f"unfinished, left out: {run_dir}")
+                continue
+            groups[label].append(run_dir)
+    trials = []
+    for label, run_dirs in groups.items():
+        for trial in load_trials(run_dirs):
+            if label is not None:
+                trial.algo = label
+            trials.append(trial)
+    return trials, notes
+
+
+def trials_for_cli(parser: argparse.ArgumentParser, run_dirs, include_unfinished: bool):
+    """load_labeled_trials for a command line: a bad folder or no finished run exits with a message."""
+    try:
+        trials, notes = load_labeled_trials(run_dirs, include_unfinished)
+    except FileNotFoundError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if not trials:
+        parser.exit(2, "error: no finished runs among the given folders (see --include-unfinished)\n")
+    return trials, notes
+
+
 def _last_step(records: list[dict]) -> int:
     """Offline steps span every stage (spot's VAE stage included), so the switch is the last one logged."""
     return max((int(r["step"]) for r in records), default=0)
@@ -137,7 +197,14 @@ def _pick(x, y, wanted):
     return np.asarray([last[w] for w in wanted])
 
 
+OFFLINE_SHARE = 0.4  # of the x axis, when the offline phase is longer than the online one
+
+
 def plot(trials: list[Trial], out: str | Path, title: str | None = None):
+    """One column per dataset: the score curves (mean, 95% bootstrap band over seeds) on top, the regularisation
+    weight under them. x = steps since the switch to online (offline gradient steps negative), so methods whose
+    offline phases differ in length (SPOT's VAE stage) switch at the same place; a longer offline phase is drawn
+    compressed (its own linear scale, OFFLINE_SHARE of the axis) so that the online phase stays readable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,29 +220,44 @@ def plot(trials: list[Trial], out: str | Path, title: str | None = None):
                              sharex="col", gridspec_kw={"height_ratios": [3, 1.3]})
     for col, dataset in enumerate(datasets):
         top, bottom = axes[0, col], axes[1, col]
+        curves = [c for c in (scores.get((a, dataset)) for a in algos) if c is not None]
+        offline_len = max((max((c["switch"] or 0) - c["x"][0], 0) for c in curves), default=0)
+        online_len = max((max(c["x"][-1] - (c["switch"] or 0), 0) for c in curves), default=0)
+        shift = lambda curve: curve["switch"] or 0  # noqa: E731 (x relative to the switch)
         for algo in algos:
             curve = scores.get((algo, dataset))
             if curve is None:
                 continue
-            top.plot(curve["x"], curve["mean"], color=colors[algo], label=f"{algo} (n={curve['n']})")
-            top.fill_between(curve["x"], curve["lo"], curve["hi"], color=colors[algo], alpha=0.2, linewidth=0)
-            if curve["switch"] is not None:
-                for ax in (top, bottom):
-                    ax.axvline(curve["switch"], color="gray", linestyle="--", linewidth=1)
+            x = curve["x"] - shift(curve)
+            top.plot(x, curve["mean"], color=colors[algo], label=f"{algo} (n={curve['n']})")
+            top.fill_between(x, curve["lo"], curve["hi"], color=colors[algo], alpha=0.2, linewidth=0)
             for key in weight_keys:
                 trace = weights[key].get((algo, dataset))
                 if trace is not None:
-                    bottom.plot(trace["x"], trace["mean"], color=colors[algo], label=f"{algo} {key.split('/')[-1]}")
-                    bottom.fill_between(trace["x"], trace["lo"], trace["hi"], color=colors[algo], alpha=0.2,
-                                        linewidth=0)
-        top.set_title(dataset)
+                    tx = trace["x"] - shift(trace)
+                    bottom.plot(tx, trace["mean"], color=colors[algo], label=f"{algo} {key.split('/')[-1]}")
+                    bottom.fill_between(tx, trace["lo"], trace["hi"], color=colors[algo], alpha=0.2, linewidth=0)
+        if any(c["switch"] is not None for c in curves):
+            for ax in (top, bottom):
+                ax.axvline(0, color="gray", linestyle="--", linewidth=1)
+        if online_len > 0 and offline_len > online_len:
+            magnitude = 10 ** np.floor(np.log10(offline_len))
+            offline_len = float(np.ceil(offline_len / magnitude) * magnitude)  # 95k -> 100k: round ticks
+            squeeze = OFFLINE_SHARE / (1 - OFFLINE_SHARE) * online_len / offline_len
+            top.set_xscale("function", functions=(lambda x, k=squeeze: np.where(x < 0, x * k, x),
+                                                  lambda x, k=squeeze: np.where(x < 0, x / k, x)))
+            ticks = sorted({*np.linspace(-offline_len, 0, 3)[:-1].round(-3), *np.linspace(0, online_len, 5).round()})
+            top.set_xticks(ticks)
+            top.set_xlim(-offline_len, online_len)
+            bottom.set_xticklabels([f"{t / 1000:g}k" for t in ticks], fontsize=8)
+        top.set_title(dataset_label(dataset))
         top.set_ylabel("normalized score")
         top.grid(alpha=0.3)
         top.legend(loc="lower right", fontsize=8)
         bottom.set_ylabel("regularisation weight")
-        bottom.set_xlabel("offline gradient steps, then online env steps (dashed: switch)")
+        bottom.set_xlabel("steps since the switch: offline updates (< 0), online env steps (> 0)")
         bottom.grid(alpha=0.3)
-        if bottom.lines:
+        if any(not line.get_label().startswith("_") for line in bottom.lines):
             bottom.legend(loc="upper right", fontsize=8)
     if title:
         fig.suptitle(title)
@@ -206,14 +288,18 @@ def results_table(trials: list[Trial]) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", help="offline and/or online run folders")
+    parser.add_argument("run_dirs", nargs="+", help="run folders, folders holding them (a sweep root), or LABEL=PATH")
     parser.add_argument("--out", help="PNG file for the learning curves")
     parser.add_argument("--table", help="markdown file for the results table ('-' prints it)")
     parser.add_argument("--title")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="draw runs still training too (their last evaluation is not final)")
     args = parser.parse_args(argv)
     if not args.out and not args.table:
         parser.error("give --out FILE.png and/or --table FILE.md")
-    trials = load_trials(args.run_dirs)
+    trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
+    for note in notes:
+        print(note)
     if args.out:
         plot(trials, args.out, args.title)
         print(f"wrote {args.out}")

@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from common import layout
+from common.layout import dataset_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHASES = layout.PHASES
@@ -151,15 +152,6 @@ def _resources(value: Any, where: str, base: dict[str, float] | None = None) -> 
     if resources["cpus"] <= 0 or resources["gpus"] < 0:
         raise SweepError(f"{where}: cpus must be > 0 and gpus >= 0, got {resources}")
     return resources
-
-
-def dataset_label(spec: str) -> str:
-    """A folder name for a dataset spec: shared:hopper-medium-gen.hdf5 -> hopper-medium-gen."""
-    name = spec.split(":", 1)[1] if ":" in spec and not Path(spec).exists() else spec
-    path = Path(name)
-    if path.suffix in (".hdf5", ".h5", ".yaml", ".yml"):
-        return path.stem
-    return name.strip("/").replace("/", "_")
 
 
 def _absolute(path: str, base: Path) -> str:

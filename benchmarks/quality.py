@@ -171,8 +171,9 @@ def _stat(stat: tuple[float, float, int] | None) -> str:
     return "–" if stat is None else f"{stat[0]:.1f} ± {stat[1]:.1f}"
 
 
-def markdown(runs: list[RunQuality], notes: list[str] = ()) -> str:
-    lines = ["# Quality protocol results", "",
+def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Quality protocol results",
+             budget: str | None = None) -> str:
+    lines = [f"# {title}", "", *([f"Budget: {budget}", ""] if budget else []),
              "Normalized score ×100 (regenerated datasets). Final = last evaluation of the phase, not the best. "
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
              "training episodes with exploration noise (dip (episode)). Wall = config.yaml → final checkpoint "
@@ -208,12 +209,14 @@ def main(argv=None) -> list[RunQuality]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="sweep roots, run folders, folders holding them, or LABEL=PATH")
     parser.add_argument("--out", help="write the markdown here too (it is always printed)")
+    parser.add_argument("--title", default="Quality protocol results", help="the report's heading")
+    parser.add_argument("--budget", help="the training budget, in words, printed under the heading")
     parser.add_argument("--include-unfinished", action="store_true",
                         help="report phases still training (their latest evaluation counts as final)")
     args = parser.parse_args(argv)
     trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
     runs = [run_quality(t) for t in trials]
-    text = markdown(runs, notes)
+    text = markdown(runs, notes, args.title, args.budget)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,25 @@ def test_inference_notebook_executes(tmp_path, monkeypatch, algo):
     assert html and "video" in str(html[0]["data"].get("text/html", ""))
     errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert errors == []
+
+
+@pytest.mark.slow  # starts a kernel
+def test_inference_notebook_opens_a_shipped_model_by_default(tmp_path, monkeypatch):
+    """A new user (Colab) runs the notebook as it is: no checkpoint, no runs/; it plays the default shipped model."""
+    from nbclient import NotebookClient
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("common", "adaptive_bc", "spot", "models", "requirements.txt"):
+        os.symlink(REPO / name, work / name)
+    for var in ("O2O_CHECKPOINT", "O2O_MODEL", "O2O_ALGO"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("O2O_EPISODES", "1")
+    monkeypatch.setenv("O2O_VIDEO_STEPS", "20")
+    nb = nbformat.read(REPO / "inference.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    text = "\n".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    assert "halfcheetah-medium-gen_adaptive_bc_online" in text.split("shipped models:")[1].splitlines()[0]
+    assert "adaptive_bc on halfcheetah-medium-gen (online checkpoint, step 20000)" in text
+    assert "models/halfcheetah-medium-gen_adaptive_bc_online.pt" in text
+    assert [v.name for v in (work / "video").glob("*.mp4")] == ["adaptive_bc_halfcheetah-medium-gen.mp4"]

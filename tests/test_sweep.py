@@ -370,6 +370,27 @@ def test_infeasible_resources_are_found_before_submitting():
     assert sweep.infeasible(trial, two_small + [{"CPU": 8.0, "GPU": 1.0}]) is None
 
 
+def test_trials_go_to_ray_in_order_and_a_naive_twin_right_after_its_source():
+    """The campaign's case: 2 CPUs, spot/seed0 and abc/seed1 running. When spot/seed0 ends, its naive twin takes
+    the free CPU, not the next seed's trial (Ray, given all trials at once, handed it to seed 1)."""
+    def trial(algo, seed, source=None, cpus=1, gpus=0):
+        return sweep.Trial(algo, "d", seed, f"/x/{algo}{seed}", {}, cpus=cpus, gpus=gpus, env={}, cwd="/",
+                           offline_source=f"{source}/d/seed{seed}" if source else None)
+    naive0, spot1, naive1 = trial("spot_naive", 0, "spot"), trial("spot", 1), trial("spot_naive", 1, "spot")
+    pending = [naive0, spot1, naive1]
+    names = lambda ts: [t.name for t in ts]  # noqa: E731
+    # spot/seed0 still running: its twin waits, the next seed may use a free CPU
+    assert names(sweep.next_to_submit(pending, {"spot/d/seed0", "abc/d/seed1"} | set(names(pending)), (1, 0))) == [
+        "spot/d/seed1"]
+    # spot/seed0 done, one CPU free: the twin first
+    assert names(sweep.next_to_submit(pending, {"abc/d/seed1"} | set(names(pending)), (1, 0))) == ["spot_naive/d/seed0"]
+    assert names(sweep.next_to_submit(pending, set(names(pending)), (2, 0))) == ["spot_naive/d/seed0", "spot/d/seed1"]
+    assert sweep.next_to_submit(pending, set(names(pending)), (0, 0)) == []  # no room: wait
+    big = trial("big", 0, cpus=4, gpus=0.5)
+    assert names(sweep.next_to_submit([big, spot1], set(), (2, 1))) == ["spot/d/seed1"]  # the one that fits
+    assert names(sweep.next_to_submit([big, spot1], set(), (2, 1), allow_first=True)) == ["big/d/seed0"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # On a local Ray instance (2 CPUs), shared by the tests below
 

@@ -542,6 +542,22 @@ def infeasible(trial: Trial, nodes: list[dict[str, float]]) -> str | None:
             f"(largest: {largest.get('CPU', 0.0):g} CPUs and {largest.get('GPU', 0.0):g} GPUs)")
 
 
+def next_to_submit(pending: list[Trial], unfinished: set[str], free: tuple[float, float],
+                   allow_first: bool = False) -> list[Trial]:
+    """The trials to hand to Ray now: in the order of `pending`, each that fits the free (CPUs, GPUs) and whose
+    offline source (if any) is not among the `unfinished` trial names. `allow_first`: nothing is running, so the
+    first eligible trial goes even if it does not fit (Ray then waits for room; the sweep never stalls)."""
+    chosen = []
+    cpus, gpus = free
+    for t in pending:
+        if t.offline_source is not None and t.offline_source in unfinished:
+            continue
+        if (t.cpus <= cpus + 1e-9 and t.gpus <= gpus + 1e-9) or (allow_first and not chosen):
+            chosen.append(t)
+            cpus, gpus = cpus - t.cpus, gpus - t.gpus
+    return chosen
+
+
 def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | None = None,
               interval: float = 60.0, out=None) -> dict[str, dict]:
     """Runs the trials on Ray, printing a summary every `interval` seconds; returns name -> result."""
@@ -568,24 +584,29 @@ def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | N
     try:
         remote = ray.remote(run_trial)
         refs = {}
-        submitted = {}
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        pending = []
         for t in todo:
             reason = infeasible(t, nodes)
             if reason:
                 results[t.name] = {"name": t.name, "status": "failed", "phase": None, "log": None, "error": reason}
                 print(f"FAILED   {t.name}: {reason}", file=out, flush=True)
-                continue
-            # A trial fine-tuning another's offline run starts when that trial is done; Ray holds no CPU
-            # for it meanwhile. (Sources come first in the list: load_sweep checks the order.)
-            after = [submitted[t.offline_source]] if t.offline_source in submitted else []
-            # max_retries: a trial whose worker or node died is started again and resumes from last.pt.
-            ref = remote.options(num_cpus=t.cpus, num_gpus=t.gpus, max_retries=2,
-                                 name=f"trial {t.name}").remote(t, sweep_id, LOCK_WAIT_S, *after)
-            refs[ref] = t
-            submitted[t.name] = ref
+            else:
+                pending.append(t)
+        capacity = (sum(n.get("CPU", 0.0) for n in nodes), sum(n.get("GPU", 0.0) for n in nodes))
         next_summary = time.time() + interval
-        while refs:
+        while refs or pending:
+            # Trials are handed to Ray only when a slot is free, in the sweep's order (seed by seed), and a trial
+            # fine-tuning another's offline run only once that trial is over: so a naive twin whose source
+            # just finished goes before any later seed, and a stop leaves whole (dataset, seed) cells.
+            in_flight = list(refs.values())
+            free = (capacity[0] - sum(t.cpus for t in in_flight), capacity[1] - sum(t.gpus for t in in_flight))
+            waiting_for = {t.name for t in in_flight} | {t.name for t in pending}
+            for t in next_to_submit(pending, waiting_for, free, allow_first=not in_flight):
+                pending.remove(t)
+                # max_retries: a trial whose worker or node died is started again and resumes from last.pt.
+                refs[remote.options(num_cpus=t.cpus, num_gpus=t.gpus, max_retries=2,
+                                    name=f"trial {t.name}").remote(t, sweep_id, LOCK_WAIT_S)] = t
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=max(0.1, min(next_summary - time.time(), 5.0)))
             for ref in ready:
                 t = refs.pop(ref)

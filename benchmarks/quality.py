@@ -34,7 +34,8 @@ import numpy as np
 import yaml
 
 from common.layout import read_result
-from tools.aggregate import trials_for_cli
+from tools.collect_results import starts
+from tools.plots import trials_for_cli
 from tools.plots import SCORE, Trial, bootstrap_ci
 from common.layout import dataset_label
 
@@ -121,10 +122,7 @@ def was_resumed(run_dir: Path | None, phase: str) -> bool:
     result = read_result(run_dir)
     if result is not None:
         return (result.get("starts") or 1) > 1
-    log = run_dir.parent / f"{phase}.log"
-    if not log.is_file():
-        return False
-    return sum(line.startswith("=== ") for line in log.read_text(errors="replace").splitlines()) > 1
+    return (starts(run_dir, phase) or 1) > 1
 
 
 def run_quality(trial: Trial) -> RunQuality:

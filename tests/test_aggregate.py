@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tools import aggregate
+from tools import aggregate, plots
 
 SCORE = "eval/normalized_score"
 
@@ -62,7 +62,7 @@ def runs(tmp_path) -> Path:
 
 
 def test_score_matrices_use_final_evaluations_per_task(runs):
-    trials, notes = aggregate.load_labeled_trials([str(runs)])
+    trials, notes = plots.load_labeled_trials([str(runs)])
     matrices, tasks, matrix_notes = aggregate.score_matrices(trials, "offline")
     assert tasks == ["d4rl:cheetah", "d4rl:hopper", "d4rl:walker"] and not notes and not matrix_notes
     assert matrices["x"].shape == (4, 3)  # runs x tasks, seeds in order
@@ -73,7 +73,7 @@ def test_score_matrices_use_final_evaluations_per_task(runs):
 
 
 def test_point_estimates_match_hand_computation(runs):
-    trials, _ = aggregate.load_labeled_trials([str(runs)])
+    trials, _ = plots.load_labeled_trials([str(runs)])
     results, notes = aggregate.aggregate(trials, reps=500)
     assert not notes
     offline = results["offline"]["estimates"]["x"]
@@ -90,7 +90,7 @@ def test_point_estimates_match_hand_computation(runs):
 
 
 def test_bootstrap_is_stratified_over_seeds_within_each_task(runs):
-    trials, _ = aggregate.load_labeled_trials([str(runs)])
+    trials, _ = plots.load_labeled_trials([str(runs)])
     matrices, _, _ = aggregate.score_matrices(trials, "offline")
     estimates = aggregate.interval_estimates({"y": matrices["y"]}, reps=300)["y"]
     # pooled: 4 x .2, 4 x .5, 4 x .8; each task keeps its 4 runs in every resample
@@ -99,7 +99,7 @@ def test_bootstrap_is_stratified_over_seeds_within_each_task(runs):
 
 
 def test_intervals_are_repeatable_and_leave_numpy_global_rng_alone(runs):
-    trials, _ = aggregate.load_labeled_trials([str(runs)])
+    trials, _ = plots.load_labeled_trials([str(runs)])
     matrices, _, _ = aggregate.score_matrices(trials, "offline")
     np.random.seed(123)
     expected_next = np.random.rand()
@@ -119,7 +119,7 @@ def test_unfinished_unequal_and_unshared_runs(tmp_path):
     make_run(tmp_path, "b", "walker", 1, 70, 80)
     make_run(tmp_path, "a", "hopper", 3, 99, 99, finished=(True, False))  # its online run is still training
     make_run(tmp_path, "a", "cheetah", 0, 1, 2)  # b never ran cheetah
-    trials, notes = aggregate.load_labeled_trials([str(tmp_path)])
+    trials, notes = plots.load_labeled_trials([str(tmp_path)])
     assert notes == [f"unfinished, left out: {tmp_path / 'a' / 'hopper' / 'seed3' / 'online'}"]
     offline, tasks, offline_notes = aggregate.score_matrices(trials, "offline")
     assert tasks == ["d4rl:hopper", "d4rl:walker"]
@@ -132,7 +132,7 @@ def test_unfinished_unequal_and_unshared_runs(tmp_path):
     online, _, _ = aggregate.score_matrices(trials, "online")
     np.testing.assert_allclose(online["a"][:, 0], [0.0, 0.2, 0.4])  # seed 3's unfinished online run: out
 
-    included, notes = aggregate.load_labeled_trials([str(tmp_path)], include_unfinished=True)
+    included, notes = plots.load_labeled_trials([str(tmp_path)], include_unfinished=True)
     assert not notes
     online, _, online_notes = aggregate.score_matrices(included, "online")
     assert "online: a on d4rl:hopper: seeds 3 left out (3 seeds on every task)" in online_notes
@@ -142,7 +142,7 @@ def test_labels_from_arguments_and_sweep_roots(tmp_path):
     for seed in range(2):
         make_run(tmp_path / "v1", "spot", "hopper", seed, 10, 20)
         make_run(tmp_path / "v2", "spot", "hopper", seed, 30, 40)
-    trials, _ = aggregate.load_labeled_trials([f"lr-high={tmp_path / 'v1'}", f"lr-low={tmp_path / 'v2' / 'spot'}"])
+    trials, _ = plots.load_labeled_trials([f"lr-high={tmp_path / 'v1'}", f"lr-low={tmp_path / 'v2' / 'spot'}"])
     assert sorted((t.algo, t.final("offline")) for t in trials) == [("lr-high", 10), ("lr-high", 10),
                                                                    ("lr-low", 30), ("lr-low", 30)]
     # a sweep root (marked by its sweep.yaml): the algorithm folders label their runs
@@ -153,13 +153,13 @@ def test_labels_from_arguments_and_sweep_roots(tmp_path):
     (sweep_root / "sweep.yaml").write_text("seeds: 2\n")
     for path in sweep_root.rglob("config.yaml"):  # both ran the spot package
         path.write_text(path.read_text().replace("algo: spot-variant", "algo: spot"))
-    trials, _ = aggregate.load_labeled_trials([str(sweep_root)])
+    trials, _ = plots.load_labeled_trials([str(sweep_root)])
     assert sorted(t.algo for t in trials) == ["spot", "spot-variant"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no run folders"):
-        aggregate.load_labeled_trials([str(tmp_path / "empty")])
+        plots.load_labeled_trials([str(tmp_path / "empty")])
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
-        aggregate.load_labeled_trials([str(tmp_path / "missing")])
+        plots.load_labeled_trials([str(tmp_path / "missing")])
 
 
 def test_command_line_writes_table_json_and_plots(runs, tmp_path, capsys):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.plots import SWEEP_MARKER, Trial, load_labeled_trials, results_table, trials_for_cli  # noqa: F401
+from tools.plots import Trial, results_table, trials_for_cli
 
 PHASES = ("offline", "online")
 METRICS = ("IQM", "Mean", "Median", "Optimality Gap")

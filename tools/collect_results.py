@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import layout
 from common.errors import RunError, cli
-from tools.aggregate import SWEEP_MARKER
+from tools.plots import SWEEP_MARKER
 
 FILES = ("config.yaml", "metrics.jsonl")
 

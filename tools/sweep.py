@@ -368,9 +368,8 @@ def _trial_lock(trial: Trial, wait_s: float):
         os.close(fd)
 
 
-def run_trial(trial: Trial, sweep_id: str = "", lock_wait_s: float = LOCK_WAIT_S, *after: Any) -> dict[str, Any]:
-    """Runs the phases whose final checkpoint is missing; returns {"name", "status": done|failed, ...}.
-    `after`: results of trials this one waits for (Ray starts the task once they are done)."""
+def run_trial(trial: Trial, sweep_id: str = "", lock_wait_s: float = LOCK_WAIT_S) -> dict[str, Any]:
+    """Runs the phases whose final checkpoint is missing; returns {"name", "status": done|failed, ...}."""
     result: dict[str, Any] = {"name": trial.name, "trial_dir": trial.trial_dir, "ran": []}
     Path(trial.trial_dir).mkdir(parents=True, exist_ok=True)
     cwd = trial.cwd if Path(trial.cwd).is_dir() else str(REPO_ROOT)

@@ -21,7 +21,9 @@ Arguments are read like tools.aggregate's (sweep roots label runs by their algor
                   no mtimes); copying live run folders without keeping mtimes spoils this column.
 
 Cells are mean ± std over seeds (std with ddof=0, as tools.plots.results_table); `n` counts the seeds
-that have the value.
+that have the value. Where some seeds of a row have finished fine-tuning and others have not, the two
+summary tables use the finished seeds only (every column then averages the same seeds); the per-run table
+lists them all.
 """
 from __future__ import annotations
 
@@ -157,6 +159,21 @@ def intervals(runs: list[RunQuality]) -> dict[tuple[str, str], dict[str, tuple[f
             for key, members in sorted(groups.items())}
 
 
+def summary_runs(runs: list[RunQuality]) -> tuple[list[RunQuality], list[str]]:
+    """The runs the summary tables average, and a note per run left out of them: in a row (algorithm, dataset)
+    where some seed has an online final, a seed without one (still fine-tuning) would make the offline
+    columns average other seeds than the online ones, so it waits in the per-run table."""
+    with_online = {(r.algo, r.dataset) for r in runs if r.online_final is not None}
+    kept, notes = [], []
+    for r in sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)):
+        if (r.algo, r.dataset) in with_online and r.online_final is None:
+            notes.append(f"{r.algo} {dataset_label(r.dataset)} seed {r.seed}: online phase not finished; "
+                         "out of the summaries, in the per-run table")
+        else:
+            kept.append(r)
+    return kept, notes
+
+
 def _interval(stat) -> str:
     return "–" if stat is None else f"{stat[0]:.1f} [{stat[1]:.1f}, {stat[2]:.1f}]"
 
@@ -171,6 +188,9 @@ def _stat(stat: tuple[float, float, int] | None) -> str:
 
 def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Quality protocol results",
              budget: str | None = None) -> str:
+    everything = runs
+    runs, waiting = summary_runs(runs)
+    notes = [*waiting, *notes]
     lines = [f"# {title}", "", *([f"Budget: {budget}", ""] if budget else []),
              "Normalized score ×100 (regenerated datasets). Final = last evaluation of the phase, not the best. "
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
@@ -192,7 +212,7 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
         lines.append(f"| {algo} | {dataset_label(dataset)} | {seeds} | " + " | ".join(_stat(stats[c]) for c in COLUMNS) + " |")
     lines += ["", "## Per run", "", "| algorithm | dataset | seed | " + " | ".join(HEADERS) + " |",
               "|---" * (len(HEADERS) + 3) + "|"]
-    for r in sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)):
+    for r in sorted(everything, key=lambda r: (r.algo, r.dataset, r.seed)):
         cells = [_cell(getattr(r, c)) for c in COLUMNS]
         for i, phase in ((4, "offline"), (5, "online")):
             if phase in r.resumed and cells[i] != "–":

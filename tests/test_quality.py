@@ -110,6 +110,13 @@ def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked
     (sweep_root / "alg" / "ds" / "seed2" / "online.log").write_text("=== t1 on h: cmd\nx\n=== t2 on h: cmd\n")
     runs = {r.seed: r for r in quality.main([str(sweep_root)])}
     assert runs[2].online_final is None and runs[2].dip_eval is None and runs[2].offline_final == 10.0
+    # seed 2 still fine-tuning: the summaries average seeds 0 and 1 in every column (its offline 10 would pull
+    # the offline mean to 31.3 against an online mean over the other two); the per-run table lists it
+    text = quality.markdown(list(runs.values()))
+    assert "| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
+    assert "| alg | ds | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 |" in text
+    assert "| alg | ds | 2 | 10.0 | – | – | – |" in text
+    assert "- alg ds seed 2: online phase not finished" in text
     runs = {r.seed: r for r in quality.main([str(sweep_root), "--include-unfinished"])}
     assert runs[2].online_final == 3.0 and runs[2].dip_eval == 3.0 and runs[2].resumed == ("online",)
     # the unfinished run's wall time ends at metrics.jsonl's mtime (1 min - 1 s)

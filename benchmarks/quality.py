@@ -38,7 +38,7 @@ import yaml
 from common.layout import read_result
 from tools.collect_results import starts
 from tools.plots import trials_for_cli
-from tools.plots import SCORE, Trial, bootstrap_ci
+from tools.plots import SCORE, Trial, bootstrap_ci, still_fine_tuning
 from common.layout import dataset_label
 
 DIP_FRACTION = 0.2
@@ -160,18 +160,14 @@ def intervals(runs: list[RunQuality]) -> dict[tuple[str, str], dict[str, tuple[f
 
 
 def summary_runs(runs: list[RunQuality]) -> tuple[list[RunQuality], list[str]]:
-    """The runs the summary tables average, and a note per run left out of them: in a row (algorithm, dataset)
-    where some seed has an online final, a seed without one (still fine-tuning) would make the offline
-    columns average other seeds than the online ones, so it waits in the per-run table."""
-    with_online = {(r.algo, r.dataset) for r in runs if r.online_final is not None}
-    kept, notes = [], []
-    for r in sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)):
-        if (r.algo, r.dataset) in with_online and r.online_final is None:
-            notes.append(f"{r.algo} {dataset_label(r.dataset)} seed {r.seed}: online phase not finished; "
-                         "out of the summaries, in the per-run table")
-        else:
-            kept.append(r)
-    return kept, notes
+    """The runs the summary tables average, and a note per run left out of them: a seed still fine-tuning
+    where another seed of its row has finished would make the offline columns average other seeds than the
+    online ones, so it waits in the per-run table."""
+    waiting = still_fine_tuning(sorted(runs, key=lambda r: (r.algo, r.dataset, r.seed)),
+                                lambda r: r.online_final is not None)
+    notes = [f"{r.algo} {dataset_label(r.dataset)} seed {r.seed}: online phase not finished; out of the summaries, "
+             "in the per-run table" for r in waiting]
+    return [r for r in runs if all(r is not w for w in waiting)], notes
 
 
 def _interval(stat) -> str:

@@ -83,6 +83,20 @@ def test_aggregate_means_and_band(runs):
     np.testing.assert_allclose(alpha["mean"], [0.4, 0.2, 0.1])
 
 
+def test_a_seed_still_fine_tuning_waits_out_of_the_curve(runs, tmp_path):
+    # seed 2 has finished its offline phase only; the shared steps of all three seeds would end at the switch
+    off, on = make_trial(tmp_path / "more", "adaptive_bc", "hopper", 2, [0, 0], [])
+    (on / "metrics.jsonl").unlink()
+    (on / "config.yaml").unlink()
+    trials = plots.load_trials(runs + [off])
+    assert len(trials) == 4 and sum(not t.online for t in trials) == 1
+    c = plots.aggregate(trials)[("adaptive_bc", "hopper")]
+    assert c["n"] == 2 and c["switch"] == 100
+    np.testing.assert_allclose(c["mean"], [20, 30, 40, 60])  # seeds 0 and 1 in both phases
+    alone = plots.aggregate([t for t in trials if not t.online])[("adaptive_bc", "hopper")]
+    np.testing.assert_allclose(alone["mean"], [0, 0])  # on its own (an offline-only study) it still counts
+
+
 def test_plot_draws_the_aggregated_data(runs, tmp_path):
     out = tmp_path / "curves.png"
     fig = plots.plot(plots.load_trials(runs), out)

@@ -166,10 +166,20 @@ def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, resamples: int = 
     return lo, hi
 
 
+def still_fine_tuning(items: list, has_online) -> list:
+    """The items (trials, or anything with .algo and .dataset) that have no online phase yet in a group
+    (algo, dataset) where another seed has one: averaging them in would mix seeds between the phases (and the
+    curve's shared steps would end at the switch), so summaries wait for them."""
+    with_online = {(i.algo, i.dataset) for i in items if has_online(i)}
+    return [i for i in items if (i.algo, i.dataset) in with_online and not has_online(i)]
+
+
 def aggregate(trials: list[Trial], key: str = SCORE) -> dict:
-    """{(algo, dataset): {"x", "mean", "lo", "hi", "n", "switch"}} on the steps all seeds share."""
+    """{(algo, dataset): {"x", "mean", "lo", "hi", "n", "switch"}} on the steps all seeds share; a seed still
+    fine-tuning (`still_fine_tuning`) is left out of a group whose other seeds have finished."""
+    waiting = {id(t) for t in still_fine_tuning(trials, lambda t: bool(t.online))}
     groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
-    for trial in trials:
+    for trial in (t for t in trials if id(t) not in waiting):
         groups[(trial.algo, trial.dataset)].append(trial)
     out = {}
     for group, members in sorted(groups.items()):

@@ -182,6 +182,30 @@ def _stat(stat: tuple[float, float, int] | None) -> str:
     return "–" if stat is None else f"{stat[0]:.1f} ± {stat[1]:.1f}"
 
 
+NAIVE_LABEL = {"adaptive_bc_naive": "adaptive_bc naive (α = 0)", "spot_naive": "spot naive (λ = 0)"}
+
+
+def _signed(value: float, sign: bool) -> str:
+    return (f"{value:+.1f}" if sign else f"{value:.1f}").replace("-", "−")
+
+
+def readme_table(runs: list[RunQuality]) -> str:
+    """The README's form of the interval table: by dataset, naive twins named by what they zero, one seed shown as
+    its value and several as mean [95% interval], differences signed. The seeds still fine-tuning wait, as in
+    the report."""
+    runs, _ = summary_runs(runs)
+    lines = ["| dataset | method | seeds | " + " | ".join(INTERVAL_HEADERS) + " |", "|---" * 7 + "|"]
+    for (algo, dataset), stats in sorted(intervals(runs).items(), key=lambda item: (item[0][1], item[0][0])):
+        cells = []
+        for column in INTERVAL_COLUMNS:
+            mean, lo, hi, n = stats[column]
+            sign = column in ("gain", "dip_drop")
+            cells.append(_signed(mean, sign) if n == 1 else f"{_signed(mean, sign)} [{_signed(lo, False)}, {_signed(hi, False)}]")
+        lines.append(f"| {dataset_label(dataset)} | {NAIVE_LABEL.get(algo, algo)} | {stats['online_final'][3]} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Quality protocol results",
              budget: str | None = None) -> str:
     everything = runs
@@ -227,10 +251,12 @@ def main(argv=None) -> list[RunQuality]:
     parser.add_argument("--budget", help="the training budget, in words, printed under the heading")
     parser.add_argument("--include-unfinished", action="store_true",
                         help="report phases still training (their latest evaluation counts as final)")
+    parser.add_argument("--readme", action="store_true",
+                        help="print (and --out) the interval table in the README's form instead of the report")
     args = parser.parse_args(argv)
     trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
     runs = [run_quality(t) for t in trials]
-    text = markdown(runs, notes, args.title, args.budget)
+    text = readme_table(runs) if args.readme else markdown(runs, notes, args.title, args.budget)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,10 @@ def test_interval_table_is_the_mean_with_a_bootstrap_interval_over_seeds(sweep_r
     assert stats["gain"][:1] == (13.0,) and stats["offline_final"][0] == 42.0
     text = quality.markdown(runs)
     assert "| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
+    # the README's form: dataset first, differences signed, one seed shown as its value
+    readme = quality.readme_table(runs)
+    assert "| ds | alg | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | +13.0 [6.0, 20.0] | −27.0 [−34.0, −20.0] |" in readme
+    assert "| ds | alg | 1 | 40.0 | 60.0 | +20.0 | −20.0 |" in quality.readme_table([r for r in runs if r.seed == 0])
 
 
 def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):

@@ -53,3 +53,17 @@ def test_linked_images_and_videos_exist(readme):
         if link.startswith(("http://", "https://")):
             continue
         assert (readme.parent / link).is_file(), f"{readme.relative_to(REPO)} links {link}, which does not exist"
+
+
+def test_truncated_study_table_matches_the_committed_runs():
+    """The README's results table for the fine-tuning study is what benchmarks/results/truncated gives
+    (`python -m benchmarks.quality benchmarks/results/truncated --readme`): every (method, dataset) row, its seed
+    count, means and 95% intervals, so the table cannot go stale while the campaign adds seeds."""
+    from benchmarks import quality
+    from tools.plots import load_labeled_trials
+
+    trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
+    table = quality.readme_table([quality.run_quality(t) for t in trials])
+    section = (REPO / "README.md").read_text().split("### Learning: the truncated paper protocol", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    assert table in section, f"README's truncated-study table is stale; it should read:\n{table}"

@@ -186,6 +186,7 @@ NAIVE_LABEL = {"adaptive_bc_naive": "adaptive_bc naive (α = 0)", "spot_naive": 
 
 
 def _signed(value: float, sign: bool) -> str:
+    value = round(value, 1) + 0.0  # no "−0.0"
     return (f"{value:+.1f}" if sign else f"{value:.1f}").replace("-", "−")
 
 

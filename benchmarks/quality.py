@@ -14,6 +14,8 @@ Arguments are read like tools.aggregate's (sweep roots label runs by their algor
                   pretrained policy, is left out: it measures the offline policy, not fine-tuning)
   dip (episode)   the lowest online/episode_normalized_score of a training episode ending at a step
                   <= 0.2 · online_steps (exploration noise included, so usually below the eval dip)
+  lowest (eval)   the lowest evaluation of the whole online run (step > 0): a collapse after the dip
+                  window shows here and not in the dip
   wall            per phase, mtime(checkpoints/<phase>.pt, else metrics.jsonl) − mtime(config.yaml):
                   config.yaml is written when the phase (re)starts, after the dataset is loaded, so a
                   resumed phase counts its last segment only (marked *, from the sweep's <phase>.log).
@@ -43,8 +45,9 @@ from common.layout import dataset_label
 
 DIP_FRACTION = 0.2
 EPISODE_SCORE = "online/episode_normalized_score"
-COLUMNS = ("offline_final", "online_final", "dip_eval", "dip_episode", "wall_offline_min", "wall_online_min")
-HEADERS = ("offline final", "online final", "dip (eval)", "dip (episode)", "wall offline [min]",
+COLUMNS = ("offline_final", "online_final", "dip_eval", "dip_episode", "low_eval", "wall_offline_min",
+           "wall_online_min")
+HEADERS = ("offline final", "online final", "dip (eval)", "dip (episode)", "lowest (eval)", "wall offline [min]",
            "wall online [min]")
 
 
@@ -57,6 +60,7 @@ class RunQuality:
     online_final: float | None
     dip_eval: float | None
     dip_episode: float | None
+    low_eval: float | None
     wall_offline_min: float | None
     wall_online_min: float | None
     resumed: tuple[str, ...] = ()  # phases whose wall time covers the last segment only
@@ -71,9 +75,14 @@ class RunQuality:
         """The dip relative to the pretrained policy: dip (eval) − offline final (negative = a drop)."""
         return None if None in (self.dip_eval, self.offline_final) else self.dip_eval - self.offline_final
 
+    @property
+    def low_drop(self) -> float | None:
+        """The lowest evaluation of the whole online run − offline final: a later collapse counts too."""
+        return None if None in (self.low_eval, self.offline_final) else self.low_eval - self.offline_final
 
-INTERVAL_COLUMNS = ("offline_final", "online_final", "gain", "dip_drop")
-INTERVAL_HEADERS = ("offline final", "online final", "online − offline", "dip − offline")
+
+INTERVAL_COLUMNS = ("offline_final", "online_final", "gain", "dip_drop", "low_drop")
+INTERVAL_HEADERS = ("offline final", "online final", "online − offline", "dip − offline", "lowest − offline")
 
 
 def interval(values: list[float | None]) -> tuple[float, float, float, int] | None:
@@ -104,6 +113,12 @@ def dips(trial: Trial, fraction: float = DIP_FRACTION) -> tuple[float | None, fl
     return (float(min(evals)) if evals else None), (float(min(episodes)) if episodes else None)
 
 
+def lowest_eval(trial: Trial) -> float | None:
+    """The lowest evaluation of the online run after step 0 (step 0 is the unchanged offline policy)."""
+    evals = [r[SCORE] for r in trial.online if SCORE in r and r["step"] > 0]
+    return float(min(evals)) if evals else None
+
+
 def wall_minutes(run_dir: Path | None, phase: str) -> float | None:
     """Minutes from config.yaml's mtime to the final checkpoint's (or metrics.jsonl's, if unfinished); a collected
     run's (tools.collect_results) from its result.json."""
@@ -131,7 +146,7 @@ def run_quality(trial: Trial) -> RunQuality:
     dip_eval, dip_episode = dips(trial)
     resumed = tuple(p for p, d in (("offline", trial.offline_dir), ("online", trial.online_dir)) if was_resumed(d, p))
     return RunQuality(trial.algo, trial.dataset, trial.seed, trial.final("offline"),
-                      trial.final("online") if trial.online else None, dip_eval, dip_episode,
+                      trial.final("online") if trial.online else None, dip_eval, dip_episode, lowest_eval(trial),
                       wall_minutes(trial.offline_dir, "offline"), wall_minutes(trial.online_dir, "online"), resumed)
 
 
@@ -195,12 +210,13 @@ def readme_table(runs: list[RunQuality]) -> str:
     its value and several as mean [95% interval], differences signed. The seeds still fine-tuning wait, as in
     the report."""
     runs, _ = summary_runs(runs)
-    lines = ["| dataset | method | seeds | " + " | ".join(INTERVAL_HEADERS) + " |", "|---" * 7 + "|"]
+    lines = ["| dataset | method | seeds | " + " | ".join(INTERVAL_HEADERS) + " |",
+             "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
     for (algo, dataset), stats in sorted(intervals(runs).items(), key=lambda item: (item[0][1], item[0][0])):
         cells = []
         for column in INTERVAL_COLUMNS:
             mean, lo, hi, n = stats[column]
-            sign = column in ("gain", "dip_drop")
+            sign = column in ("gain", "dip_drop", "low_drop")
             cells.append(_signed(mean, sign) if n == 1 else f"{_signed(mean, sign)} [{_signed(lo, False)}, {_signed(hi, False)}]")
         lines.append(f"| {dataset_label(dataset)} | {NAIVE_LABEL.get(algo, algo)} | {stats['online_final'][3]} | "
                      + " | ".join(cells) + " |")
@@ -215,11 +231,13 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
     lines = [f"# {title}", "", *([f"Budget: {budget}", ""] if budget else []),
              "Normalized score ×100 (regenerated datasets). Final = last evaluation of the phase, not the best. "
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
-             "training episodes with exploration noise (dip (episode)). Wall = config.yaml → final checkpoint "
+             "training episodes with exploration noise (dip (episode)). Lowest (eval) = the lowest evaluation of the "
+             "whole online run (step > 0). Wall = config.yaml → final checkpoint "
              "mtime per phase (* resumed: last segment only).", "",
              "## Mean and 95% bootstrap interval over seeds", "",
              "Dip − offline: the lowest evaluation in the first "
-             f"{DIP_FRACTION:.0%} of online steps minus the offline-final score (negative: the policy fell).", "",
+             f"{DIP_FRACTION:.0%} of online steps minus the offline-final score (negative: the policy fell); "
+             "lowest − offline: the same over the whole online run.", "",
              "| algorithm | dataset | seeds | " + " | ".join(INTERVAL_HEADERS) + " |",
              "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
     for (algo, dataset), stats in intervals(runs).items():
@@ -235,7 +253,7 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
               "|---" * (len(HEADERS) + 3) + "|"]
     for r in sorted(everything, key=lambda r: (r.algo, r.dataset, r.seed)):
         cells = [_cell(getattr(r, c)) for c in COLUMNS]
-        for i, phase in ((4, "offline"), (5, "online")):
+        for i, phase in ((COLUMNS.index("wall_offline_min"), "offline"), (COLUMNS.index("wall_online_min"), "online")):
             if phase in r.resumed and cells[i] != "–":
                 cells[i] += "*"
         lines.append(f"| {r.algo} | {dataset_label(r.dataset)} | {r.seed} | " + " | ".join(cells) + " |")

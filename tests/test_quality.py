@@ -80,6 +80,9 @@ def test_per_run_metrics_are_final_dips_and_wall_time(sweep_root):
     assert r0.wall_offline_min == pytest.approx(2.0) and r0.wall_online_min == pytest.approx(3.0)
     # the fine-tuning study's numbers: online − offline and the dip relative to the pretrained policy
     assert (r0.gain, r0.dip_drop) == (20.0, -20.0) and (r1.gain, r1.dip_drop) == (6.0, -34.0)
+    # the lowest evaluation of the whole run: seed 0's 2.0 at step 25 lies past the dip window (step 0's 5.0 is
+    # the offline policy and does not count); seed 1's is its dip
+    assert (r0.low_eval, r0.low_drop) == (2.0, -38.0) and (r1.low_eval, r1.low_drop) == (10.0, -34.0)
     assert r1.wall_offline_min == pytest.approx(4.0) and r1.wall_online_min == pytest.approx(5.0)
 
 
@@ -91,11 +94,14 @@ def test_interval_table_is_the_mean_with_a_bootstrap_interval_over_seeds(sweep_r
     assert (mean, n) == (-27.0, 2) and lo == pytest.approx(-34.0) and hi == pytest.approx(-20.0)
     assert stats["gain"][:1] == (13.0,) and stats["offline_final"][0] == 42.0
     text = quality.markdown(runs)
-    assert "| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
+    assert ("| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] | "
+            "-36.0 [-38.0, -34.0] |") in text
     # the README's form: dataset first, differences signed, one seed shown as its value
     readme = quality.readme_table(runs)
-    assert "| ds | alg | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | +13.0 [6.0, 20.0] | −27.0 [−34.0, −20.0] |" in readme
-    assert "| ds | alg | 1 | 40.0 | 60.0 | +20.0 | −20.0 |" in quality.readme_table([r for r in runs if r.seed == 0])
+    assert ("| ds | alg | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | +13.0 [6.0, 20.0] | −27.0 [−34.0, −20.0] | "
+            "−36.0 [−38.0, −34.0] |") in readme
+    assert readme.splitlines()[1] == "|---|---|---|---|---|---|---|---|"
+    assert "| ds | alg | 1 | 40.0 | 60.0 | +20.0 | −20.0 | −38.0 |" in quality.readme_table([r for r in runs if r.seed == 0])
 
 
 def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
@@ -103,10 +109,10 @@ def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
     quality.main([str(sweep_root), "--out", str(out)])
     text = out.read_text()
     # offline 40, 44 -> 42 ± 2; online 60, 50 -> 55 ± 5; dip 20, 10 -> 15 ± 5; episode dip 9, 7 -> 8 ± 1;
-    # wall offline 2, 4 min -> 3 ± 1; online 3, 5 -> 4 ± 1 (std with ddof=0)
-    assert "| alg | ds | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 | 15.0 ± 5.0 | 8.0 ± 1.0 | 3.0 ± 1.0 | 4.0 ± 1.0 |" in text
-    assert "| alg | ds | 0 | 40.0 | 60.0 | 20.0 | 9.0 | 2.0 | 3.0 |" in text
-    assert "| alg | ds | 1 | 44.0 | 50.0 | 10.0 | 7.0 | 4.0 | 5.0 |" in text
+    # lowest 2, 10 -> 6 ± 4; wall offline 2, 4 min -> 3 ± 1; online 3, 5 -> 4 ± 1 (std with ddof=0)
+    assert "| alg | ds | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 | 15.0 ± 5.0 | 8.0 ± 1.0 | 6.0 ± 4.0 | 3.0 ± 1.0 | 4.0 ± 1.0 |" in text
+    assert "| alg | ds | 0 | 40.0 | 60.0 | 20.0 | 9.0 | 2.0 | 2.0 | 3.0 |" in text
+    assert "| alg | ds | 1 | 44.0 | 50.0 | 10.0 | 7.0 | 10.0 | 4.0 | 5.0 |" in text
 
 
 def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked(sweep_root):
@@ -119,13 +125,14 @@ def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked
     text = quality.markdown(list(runs.values()))
     assert "| alg | ds | 2 | 42.0 [40.0, 44.0] | 55.0 [50.0, 60.0] | 13.0 [6.0, 20.0] | -27.0 [-34.0, -20.0] |" in text
     assert "| alg | ds | 2 | 42.0 ± 2.0 | 55.0 ± 5.0 |" in text
-    assert "| alg | ds | 2 | 10.0 | – | – | – |" in text
+    assert "| alg | ds | 2 | 10.0 | – | – | – | – |" in text
     assert "- alg ds seed 2: online phase not finished" in text
     runs = {r.seed: r for r in quality.main([str(sweep_root), "--include-unfinished"])}
     assert runs[2].online_final == 3.0 and runs[2].dip_eval == 3.0 and runs[2].resumed == ("online",)
     # the unfinished run's wall time ends at metrics.jsonl's mtime (1 min - 1 s)
     assert runs[2].wall_online_min == pytest.approx(1.0 - 1 / 60)
-    assert "| alg | ds | 2 | 10.0 | 3.0 | 3.0 | – | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
+    # lowest (eval) 3.0, not step 0's 1.0 (the offline policy before any fine-tuning)
+    assert "| alg | ds | 2 | 10.0 | 3.0 | 3.0 | – | 3.0 | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -156,9 +156,15 @@ def _lock(run_dir: Path):
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = ""
+        for _ in range(40):  # the holder writes its line right after it takes the lock: give it up to 2 s to appear
+            handle.seek(0)
+            holder = handle.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
         handle.close()
+        holder = holder or "another process"
         raise RunExistsError(f"{run_dir} is in use by {holder}; two processes never share a run folder: wait for it "
                              "to end, or choose another --run_dir") from None
     handle.seek(0)

@@ -112,6 +112,32 @@ def test_a_held_folder_is_refused_naming_the_holder(tmp_path, tiny_hopper_file, 
     train_offline.main(offline_args(tiny_hopper_file, tmp_path / "busy"))  # free again: it runs
 
 
+def test_the_refusal_names_a_holder_that_has_not_written_its_line_yet(tmp_path):
+    """Two processes started together: the second can find the lock taken before the first has written who it is
+    (CI saw 'in use by another process'); it waits for the line and names the holder."""
+    import fcntl
+    import threading
+
+    from common.run import LOCK_FILE, _lock
+
+    (tmp_path / "busy").mkdir()
+    holder = open(tmp_path / "busy" / LOCK_FILE, "a+")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, nothing written yet
+
+    def write_line():
+        holder.write("process 4242 (started 2026-12-01 10:00:00)\n")
+        holder.flush()
+
+    late = threading.Timer(0.3, write_line)
+    late.start()
+    try:
+        with pytest.raises(RunExistsError, match=r"in use by process 4242 \(started 2026-12-01 10:00:00\)"):
+            _lock(tmp_path / "busy")
+    finally:
+        late.join()
+        holder.close()
+
+
 # 3. the keys both algorithms share are checked alike, before the run folder is created
 @pytest.mark.parametrize("module", ["adaptive_bc", "spot"])
 @pytest.mark.parametrize("key,value,message", [("gamma", "5", "gamma must be in"), ("gamma", "nan", "gamma must be a finite"),

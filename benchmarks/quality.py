@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -198,6 +199,27 @@ def _stat(stat: tuple[float, float, int] | None) -> str:
 
 
 NAIVE_LABEL = {"adaptive_bc_naive": "adaptive_bc naive (α = 0)", "spot_naive": "spot naive (λ = 0)"}
+UTD_VARIANT = re.compile(r"^(?P<base>.+)_utd(?P<utd>\d+)$")  # a sweep's variant at another UTD: adaptive_bc_utd10
+
+
+def _variant(algo: str) -> tuple[str, str | None]:
+    """(the method's own name, its UTD when the row is a UTD variant of it, else None)."""
+    match = UTD_VARIANT.match(algo)
+    return (match["base"], match["utd"]) if match else (algo, None)
+
+
+def method_label(algo: str) -> str:
+    """The README's name of a row: naive twins by what they zero, UTD variants by their UTD."""
+    base, utd = _variant(algo)
+    label = NAIVE_LABEL.get(base, base)
+    return label if utd is None else f"{label}, utd {utd}"
+
+
+def _row_order(key: tuple[str, str]) -> tuple:
+    """README row order: by dataset; the study's methods and twins first, then their UTD variants."""
+    algo, dataset = key
+    base, utd = _variant(algo)
+    return dataset, utd is not None, int(utd or 0), base
 
 
 def _signed(value: float, sign: bool) -> str:
@@ -212,14 +234,17 @@ def readme_table(runs: list[RunQuality]) -> str:
     runs, _ = summary_runs(runs)
     lines = ["| dataset | method | seeds | " + " | ".join(INTERVAL_HEADERS) + " |",
              "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
-    for (algo, dataset), stats in sorted(intervals(runs).items(), key=lambda item: (item[0][1], item[0][0])):
+    for (algo, dataset), stats in sorted(intervals(runs).items(), key=lambda item: _row_order(item[0])):
         cells = []
         for column in INTERVAL_COLUMNS:
+            if stats[column] is None:  # no seed of the row has it (an online run with no evaluation yet)
+                cells.append("–")
+                continue
             mean, lo, hi, n = stats[column]
             sign = column in ("gain", "dip_drop", "low_drop")
             cells.append(_signed(mean, sign) if n == 1 else f"{_signed(mean, sign)} [{_signed(lo, False)}, {_signed(hi, False)}]")
-        lines.append(f"| {dataset_label(dataset)} | {NAIVE_LABEL.get(algo, algo)} | {stats['online_final'][3]} | "
-                     + " | ".join(cells) + " |")
+        seeds = len({r.seed for r in runs if (r.algo, r.dataset) == (algo, dataset)})
+        lines.append(f"| {dataset_label(dataset)} | {method_label(algo)} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

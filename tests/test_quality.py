@@ -135,6 +135,22 @@ def test_unfinished_online_runs_are_left_out_unless_asked_and_resumes_are_marked
     assert "| alg | ds | 2 | 10.0 | 3.0 | 3.0 | – | 3.0 | 1.0 | 1.0* |" in quality.markdown(list(runs.values()))
 
 
+def test_readme_table_names_utd_variants_after_the_study_rows_and_shows_missing_columns_as_dashes(sweep_root):
+    # a UTD variant fine-tuned from seed 0's offline run (its own offline column is that run's 40.0)
+    write_trial(sweep_root, "alg_naive_utd10", 0, [40.0], [ev(0, 40.0), ev(10, 1.0), ev(100, 45.0)], 1.0, 1.0)
+    write_trial(sweep_root, "alg_utd10", 0, [40.0], [ev(0, 40.0), ev(10, 35.0), ev(100, 50.0)], 1.0, 1.0)
+    # one still at step 0 (no evaluation in the dip window yet): shown with --include-unfinished, dashes where empty
+    write_trial(sweep_root, "alg_naive", 0, [40.0], [ev(0, 40.0)], 1.0, 0.1, online_finished=False)
+    runs = quality.main([str(sweep_root), "--include-unfinished"])
+    rows = [line.split(" | ")[1] for line in quality.readme_table(runs).splitlines()[2:]]
+    assert rows == ["alg", "alg_naive", "alg, utd 10", "alg_naive, utd 10"]
+    table = quality.readme_table(runs)
+    assert "| ds | alg, utd 10 | 1 | 40.0 | 50.0 | +10.0 | −5.0 | −5.0 |" in table
+    assert "| ds | alg_naive | 1 | 40.0 | 40.0 | +0.0 | – | – |" in table
+    assert quality.method_label("adaptive_bc_naive_utd10") == "adaptive_bc naive (α = 0), utd 10"
+    assert quality.method_label("spot_naive") == "spot naive (λ = 0)" and quality.method_label("x_utd") == "x_utd"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The sweep files
 

@@ -40,6 +40,7 @@ def sweep_root(tmp_path, tiny_hopper_file):
     shutil.copytree(trial / "offline", unfinished)
     shutil.rmtree(unfinished / "checkpoints")
     (root / "sweep.yaml").write_text("seeds: 1\n")
+    (root / "sweep-utd10.yaml").write_text("seeds: [0]\n")  # a second sweep file run into the same root
     return root
 
 
@@ -49,6 +50,7 @@ def test_collect_then_report_from_the_copy(sweep_root, tmp_path):
     assert sorted(str(p.relative_to(dest)) for p in written) == [
         "adaptive_bc/tiny/seed0/offline", "adaptive_bc/tiny/seed0/online", "adaptive_bc_naive/tiny/seed0/online"]
     assert (dest / "sweep.yaml").read_text() == "seeds: 1\n"
+    assert (dest / "sweep-utd10.yaml").read_text() == "seeds: [0]\n"
     offline = dest / "adaptive_bc" / "tiny" / "seed0" / "offline"
     assert sorted(p.name for p in offline.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
     result = json.loads((offline / "result.json").read_text())

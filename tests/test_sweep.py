@@ -601,3 +601,21 @@ def test_real_training_scripts_sweep_then_aggregate(tmp_path, ray_address, capsy
     assert (tmp_path / "agg" / "aggregate_online.png").stat().st_size > 10_000
 
 
+
+
+def test_each_sweep_file_run_into_a_root_keeps_its_own_record(tmp_path):
+    root = tmp_path / "root"
+    main_file = tmp_path / "truncated.yaml"
+    main_file.write_text("seeds: 3\n")
+    variant = tmp_path / "truncated-utd10.yaml"
+    variant.write_text("seeds: [0]\n")
+    assert sweep.record_sweep_file(root, main_file) == root / "sweep.yaml"
+    # a second sweep file into the same root is kept beside the first, which stays as it was
+    assert sweep.record_sweep_file(root, variant) == root / "sweep-truncated-utd10.yaml"
+    assert sweep.record_sweep_file(root, main_file) == root / "sweep.yaml"  # rerunning the first: unchanged
+    assert (root / "sweep.yaml").read_text() == "seeds: 3\n"
+    assert (root / "sweep-truncated-utd10.yaml").read_text() == "seeds: [0]\n"
+    variant.write_text("seeds: [0, 1]\n")  # the variant edited and run again: its record follows it
+    sweep.record_sweep_file(root, variant)
+    assert (root / "sweep-truncated-utd10.yaml").read_text() == "seeds: [0, 1]\n"
+    assert sorted(p.name for p in root.iterdir()) == ["sweep-truncated-utd10.yaml", "sweep.yaml"]  # no .tmp left

@@ -8,7 +8,8 @@ clone loses: that the run finished, its wall time (config.yaml's mtime to the fi
 how many times it was started (a sweep trial's <phase>.log has one `=== ` line per start; >1 means the wall time
 is the last segment's only) and where it was collected from. `common.layout.is_finished` and
 `benchmarks.quality` read it, so reports regenerate from what is committed. A sweep root's sweep.yaml is copied
-too: it marks <dest> as a sweep root, whose folder names (adaptive_bc_naive, ...) label the runs.
+too: it marks <dest> as a sweep root, whose folder names (adaptive_bc_naive, ...) label the runs; so are the
+sweep-<name>.yaml records of other sweep files run into the same root.
 
 Unfinished runs are skipped. A run already collected with the same files is left alone; one whose committed files
 differ is an error (nothing is overwritten; delete the folder in <dest> to collect it again). Files are written to
@@ -78,10 +79,13 @@ def collect(source: Path, dest: Path) -> list[Path]:
                 continue  # collected before
         plans.append((run, target, contents))
     written = []
-    marker = source / SWEEP_MARKER  # a sweep root's copy of its sweep file: its folder names label the runs
-    if plans and marker.is_file() and not (Path(dest) / SWEEP_MARKER).is_file():
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        _write(Path(dest) / SWEEP_MARKER, marker.read_bytes())
+    # a sweep root's copy of its sweep file marks it (its folder names label the runs); other sweep files run into
+    # the same root are kept beside it as sweep-<name>.yaml (tools.sweep.record_sweep_file)
+    if plans and (source / SWEEP_MARKER).is_file():
+        for record in [source / SWEEP_MARKER, *sorted(source.glob("sweep-*.yaml"))]:
+            if not (Path(dest) / record.name).is_file():
+                Path(dest).mkdir(parents=True, exist_ok=True)
+                _write(Path(dest) / record.name, record.read_bytes())
     for run, target, contents in plans:  # checked all first: an error above leaves dest untouched
         target.mkdir(parents=True, exist_ok=True)
         for name, data in contents.items():

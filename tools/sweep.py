@@ -33,7 +33,6 @@ import fcntl
 import json
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -632,6 +631,24 @@ def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | N
     return results
 
 
+def record_sweep_file(root: Path, sweep_file: Path) -> Path:
+    """Keep a copy of the sweep file in its root, the record of what ran there: root/sweep.yaml for the first one.
+    Another sweep file run into the same root (a variant such as configs/sweeps/truncated-utd10.yaml, or the same
+    file edited since) is kept beside it as root/sweep-<its name>.yaml, so no record replaces another."""
+    root.mkdir(parents=True, exist_ok=True)
+    text = sweep_file.read_bytes()
+    first = root / "sweep.yaml"
+    if first.exists() and first.read_bytes() != text:
+        target = root / f"sweep-{sweep_file.stem}.yaml"
+    else:
+        target = first
+    if not target.exists() or target.read_bytes() != text:
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(text)
+        tmp.replace(target)
+    return target
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep YAML file")
@@ -652,10 +669,7 @@ def main(argv=None) -> int:
         print(_plan_text(trials))
         return 0
     if trials:  # a record of what ran; tools.aggregate also recognizes a sweep's root by it
-        root = Path(trials[0].trial_dir).parents[2]
-        root.mkdir(parents=True, exist_ok=True)
-        if not (root / "sweep.yaml").exists() or not (root / "sweep.yaml").samefile(args.sweep):
-            shutil.copyfile(args.sweep, root / "sweep.yaml")
+        record_sweep_file(Path(trials[0].trial_dir).parents[2], Path(args.sweep))
     started = time.time()
     try:
         results = run_sweep(trials, args.address, args.num_cpus, args.interval)

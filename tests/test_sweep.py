@@ -601,8 +601,6 @@ def test_real_training_scripts_sweep_then_aggregate(tmp_path, ray_address, capsy
     assert (tmp_path / "agg" / "aggregate_online.png").stat().st_size > 10_000
 
 
-
-
 def test_each_sweep_file_run_into_a_root_keeps_its_own_record(tmp_path):
     root = tmp_path / "root"
     main_file = tmp_path / "truncated.yaml"

@@ -16,9 +16,11 @@ Arguments are read like tools.aggregate's (sweep roots label runs by their algor
                   <= 0.2 · online_steps (exploration noise included, so usually below the eval dip)
   lowest (eval)   the lowest evaluation of the whole online run (step > 0): a collapse after the dip
                   window shows here and not in the dip
-  wall            per phase, mtime(checkpoints/<phase>.pt, else metrics.jsonl) − mtime(config.yaml):
-                  config.yaml is written when the phase (re)starts, after the dataset is loaded, so a
-                  resumed phase counts its last segment only (marked *, from the sweep's <phase>.log).
+  wall            per phase, the wall_s its final checkpoint records: the sum of every segment's time up to
+                  its last checkpoint (checkpoints written since 2026-12-06); for older runs
+                  mtime(checkpoints/<phase>.pt, else metrics.jsonl) − mtime(config.yaml): config.yaml is
+                  written when the phase (re)starts, so a resumed phase counts its last segment only
+                  (marked *, from the sweep's <phase>.log).
                   Runs collected by tools.collect_results carry both in result.json (a git clone keeps
                   no mtimes); copying live run folders without keeping mtimes spoils this column.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from common.checkpoint import CheckpointError, load_checkpoint
 from common.layout import read_result
 from tools.collect_results import starts
 from tools.plots import trials_for_cli
@@ -86,11 +89,18 @@ INTERVAL_COLUMNS = ("offline_final", "online_final", "gain", "dip_drop", "low_dr
 INTERVAL_HEADERS = ("offline final", "online final", "online − offline", "dip − offline", "lowest − offline")
 
 
+MIN_SEEDS_FOR_BOOTSTRAP = 5  # below it, a row's interval is [min, max] over its seeds, and says so
+
+
 def interval(values: list[float | None]) -> tuple[float, float, float, int] | None:
-    """(mean, 95% percentile-bootstrap low, high, n) over the seeds that have the value."""
+    """(mean, low, high, n) over the seeds that have the value: with n ≥ 5 the 95% percentile-bootstrap interval;
+    with fewer, [min, max] over the seeds (with 3 seeds a 95% percentile bootstrap is [min, max] anyway, and covers
+    less than it claims, so it is not called a 95% interval)."""
     present = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if not len(present):
         return None
+    if len(present) < MIN_SEEDS_FOR_BOOTSTRAP:
+        return float(present.mean()), float(present.min()), float(present.max()), len(present)
     lo, hi = bootstrap_ci(present)
     return float(present.mean()), float(lo), float(hi), len(present)
 
@@ -120,14 +130,31 @@ def lowest_eval(trial: Trial) -> float | None:
     return float(min(evals)) if evals else None
 
 
+def recorded_wall_s(run_dir: Path, phase: str) -> float | None:
+    """The wall_s a finished run's final checkpoint records (the sum of its segments), or None (an older or an
+    unreadable checkpoint, or none yet)."""
+    end = run_dir / "checkpoints" / f"{phase}.pt"
+    if not end.is_file():
+        return None
+    try:
+        recorded = load_checkpoint(end, kind=("agent",)).get("wall_s")
+    except CheckpointError:
+        return None
+    return None if recorded is None else float(recorded)
+
+
 def wall_minutes(run_dir: Path | None, phase: str) -> float | None:
-    """Minutes from config.yaml's mtime to the final checkpoint's (or metrics.jsonl's, if unfinished); a collected
-    run's (tools.collect_results) from its result.json."""
+    """A collected run's (tools.collect_results) from its result.json; a finished run's from the wall_s its final
+    checkpoint records (all segments); else minutes from config.yaml's mtime to the final checkpoint's (or
+    metrics.jsonl's, if unfinished)."""
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         return None
     result = read_result(run_dir)
     if result is not None:
         return result.get("wall_min")
+    recorded = recorded_wall_s(run_dir, phase)
+    if recorded is not None:
+        return recorded / 60.0
     end = run_dir / "checkpoints" / f"{phase}.pt"
     end = end if end.is_file() else run_dir / "metrics.jsonl"
     return (end.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0
@@ -138,8 +165,10 @@ def was_resumed(run_dir: Path | None, phase: str) -> bool:
     if run_dir is None:
         return False
     result = read_result(run_dir)
-    if result is not None:
-        return (result.get("starts") or 1) > 1
+    if result is not None:  # a wall time summed over the segments needs no mark
+        return (result.get("starts") or 1) > 1 and result.get("wall_source") != "segments"
+    if recorded_wall_s(run_dir, phase) is not None:
+        return False
     return (starts(run_dir, phase) or 1) > 1
 
 
@@ -229,8 +258,8 @@ def _signed(value: float, sign: bool) -> str:
 
 def readme_table(runs: list[RunQuality]) -> str:
     """The README's form of the interval table: by dataset, naive twins named by what they zero, one seed shown as
-    its value and several as mean [95% interval], differences signed. The seeds still fine-tuning wait, as in
-    the report."""
+    its value, 2–4 seeds as mean [min, max] and 5 or more as mean [95% bootstrap interval], differences signed.
+    The seeds still fine-tuning wait, as in the report."""
     runs, _ = summary_runs(runs)
     lines = ["| dataset | method | seeds | " + " | ".join(INTERVAL_HEADERS) + " |",
              "|---" * (len(INTERVAL_HEADERS) + 3) + "|"]
@@ -258,8 +287,11 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
              "training episodes with exploration noise (dip (episode)). Lowest (eval) = the lowest evaluation of the "
              "whole online run (step > 0). Wall = config.yaml → final checkpoint "
-             "mtime per phase (* resumed: last segment only).", "",
-             "## Mean and 95% bootstrap interval over seeds", "",
+             "mtime per phase, or the sum of a resumed run's segments where its checkpoint records them (* resumed, "
+             "recorded before that: last segment only).", "",
+             "## Mean and interval over seeds", "",
+             f"Interval: [min, max] over the seeds for 2–{MIN_SEEDS_FOR_BOOTSTRAP - 1} seeds, the 95% percentile-"
+             f"bootstrap interval for {MIN_SEEDS_FOR_BOOTSTRAP} or more.", "",
              "Dip − offline: the lowest evaluation in the first "
              f"{DIP_FRACTION:.0%} of online steps minus the offline-final score (negative: the policy fell); "
              "lowest − offline: the same over the whole online run.", "",

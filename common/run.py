@@ -43,6 +43,11 @@ class RunExistsError(RunError, RuntimeError):
     """The run folder holds something this run must not overwrite, or is in use by another process."""
 
 
+def _now() -> float:
+    """The clock of a run's wall time (a test replaces it)."""
+    return time.monotonic()
+
+
 @dataclasses.dataclass
 class Run:
     cfg: BaseConfig
@@ -57,6 +62,13 @@ class Run:
     resume: dict[str, Any] | None  # the last.pt payload when continuing a killed run
     dataset_fingerprint: str = ""
     lock: Any = None  # the open .lock file: the exclusive lock on the folder, held while the run lives
+    started_at: float = dataclasses.field(default_factory=lambda: _now())  # this segment's start
+
+    def wall_s(self) -> float:
+        """Wall seconds of the whole run so far: the earlier segments' time up to their last checkpoint (recorded in
+        last.pt) plus this segment's. Work a kill threw away after a checkpoint is not counted twice."""
+        before = float((self.resume or {}).get("wall_s") or 0.0)
+        return before + _now() - self.started_at
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -78,12 +90,13 @@ class Run:
         """checkpoints/last.pt: objects with a state_dict() by their keyword, plain values as they are."""
         parts = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in state.items()}
         save_checkpoint(layout.checkpoint_path(self.run_dir, "last"), self.payload(
-            kind="resume", step=step, rng=torch_rng_state(), **recorder.state_dict(), **parts))
+            kind="resume", step=step, rng=torch_rng_state(), wall_s=self.wall_s(), **recorder.state_dict(), **parts))
 
     def finish(self, agent, step: int, recorder: "Recorder") -> Path:
         """Writes checkpoints/<phase>.pt, drops last.pt (the run is complete) and renders the video if asked."""
         final = save_checkpoint(layout.checkpoint_path(self.run_dir, self.phase), self.payload(
-            kind="agent", step=step, agent=agent.state_dict(), logger_offset=recorder.logger.offset()))
+            kind="agent", step=step, agent=agent.state_dict(), logger_offset=recorder.logger.offset(),
+            wall_s=self.wall_s()))
         layout.checkpoint_path(self.run_dir, "last").unlink(missing_ok=True)
         remove_temporaries(self.checkpoint_dir)
         if self.cfg.video:

@@ -63,9 +63,18 @@ def tiny_hopper_file(tmp_path) -> Path:
     return path
 
 
+def missing_shared_data(what: str) -> None:
+    """A test that needs $SHARED_DIR/datasets: skipped where the folder is absent, but failed under CI (CI=true),
+    which always has it, so a broken path cannot silently skip the only real-data tests."""
+    message = f"{what} not present (set SHARED_DIR; it defaults to ../shared beside the repository)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI always has it, so this is a broken path, not a missing optional folder")
+    pytest.skip(message)
+
+
 def shared_dataset(name: str) -> Path:
-    """Path of a regenerated dataset in $SHARED_DIR/datasets, or skip the test when it is absent."""
+    """Path of a regenerated dataset in $SHARED_DIR/datasets; see missing_shared_data when it is absent."""
     path = shared_dir() / "datasets" / name
     if not path.is_file():
-        pytest.skip(f"{path} not present (set SHARED_DIR)")
+        missing_shared_data(str(path))
     return path

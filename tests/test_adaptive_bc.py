@@ -384,6 +384,12 @@ def offline_args(data: Path, run_dir: Path, steps: int = 40, every: int = 20, ex
             str(every), "--checkpoint_every", str(every), "--eval_episodes", "2", *TINY, *extra]
 
 
+def official_alpha_step(alpha: float, r_avg: float, score: float, length: int) -> tuple[float, float]:
+    """The official code's controller step, written out here independently of adaptive_bc.controller."""
+    alpha = alpha + length * (-KP * (R_TARGET - r_avg) + KD * max(0.0, r_avg - score))
+    return min(max(alpha, 0.0), ALPHA_MAX), 0.05 * score + 0.95 * r_avg
+
+
 def test_offline_then_online_records_and_checkpoints(tmp_path, tiny_file, monkeypatch):
     offline_dir = tmp_path / "runs" / "tiny" / "offline"
     final = train_offline.main(offline_args(tiny_file, offline_dir, extra=["--normalize_states", "true"]))
@@ -435,10 +441,9 @@ def test_offline_then_online_records_and_checkpoints(tmp_path, tiny_file, monkey
                 "train/alpha", "train/r_avg"} <= set(r)
         score = dataset.normalized_score(r["online/episode_return"]) / 100
         assert r["online/episode_normalized_score"] == pytest.approx(100 * score, rel=1e-12)
-        alpha, r_avg = next_alpha(alpha, r_avg, score, int(r["online/episode_length"]), kp=KP, kd=KD,
-                                  r_target=R_TARGET, alpha_max=ALPHA_MAX)
-        assert (r["train/alpha"], r["train/r_avg"]) == (alpha, r_avg)  # the values after the update
-    assert online["agent"]["alpha"] == alpha
+        alpha, r_avg = official_alpha_step(alpha, r_avg, score, int(r["online/episode_length"]))
+        assert (r["train/alpha"], r["train/r_avg"]) == pytest.approx((alpha, r_avg), rel=1e-12, abs=1e-15)  # after it
+    assert online["agent"]["alpha"] == pytest.approx(alpha, rel=1e-12, abs=1e-15)
     assert [r["step"] for r in records if "eval/normalized_score" in r] == [0, 60, 120]
 
     # target: min switches the TD target to all N critics in the online phase (offline stays redq).

@@ -31,20 +31,31 @@ def test_adaptive_bc_update_flops_by_hand():
     assert flops.adaptive_bc_update(17, 6) == pytest.approx(1.59e9, rel=0.01)
 
 
-def test_throughput_json_report(capsys):
+def test_throughput_json_report(capsys, monkeypatch):
+    """The report's arithmetic on rates we set: every workload 'runs' 50 calls/s (the calls still run once each)
+    and the matmul ceiling is 200 GFLOP/s, so the adaptive_bc update (1.59 GFLOP,
+    hand-checked above) is at 50 · 1.59 / 200 = 39.7 % of the ceiling."""
     from benchmarks import throughput
 
+    def fake_measure(fn, n, warmup, repeats):
+        fn()
+        return {"per_s": 50.0, "per_s_min": 40.0, "per_s_max": 60.0}
+
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    monkeypatch.setattr(throughput, "matmul_ceiling", lambda repeats: 200.0)
     throughput.main(["--json", "--scale", "0.02", "--repeats", "1"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["threads"] == 1 and report["ceiling_gflops"] > 0
+    assert report["threads"] == 1 and report["ceiling_gflops"] == 200.0
     names = {"adaptive_bc_update", "adaptive_bc_online_env_step", "spot_vae_update", "spot_update",
              "spot_online_env_step"}
     assert set(report["updates"]) == names
-    for entry in report["updates"].values():
-        assert entry["per_s"] > 0 and entry["gflop_per_update"] > 0
-        assert entry["fraction_of_ceiling"] == pytest.approx(entry["per_s"] * entry["gflop_per_update"]
-                                                             / report["ceiling_gflops"])
-    assert report["evaluation"]["episodes_per_s"] > 0 and "evaluation" not in report["updates"]
+    bc = report["updates"]["adaptive_bc_update"]
+    assert bc["per_s"] == 50.0 and bc["gflop_per_update"] == pytest.approx(1.59, rel=0.01)
+    assert bc["gflops"] == pytest.approx(79.5, rel=0.01)
+    assert bc["fraction_of_ceiling"] == pytest.approx(0.397, rel=0.01)
+    step = report["updates"]["adaptive_bc_online_env_step"]  # utd 10 updates + one actor forward per env step
+    assert step["gflop_per_update"] == pytest.approx(10 * 1.59, rel=0.01)
+    assert report["evaluation"]["episodes"] == 10 and report["evaluation"]["episodes_per_s"] > 0
 
 
 @pytest.mark.slow  # starts subprocesses / a kernel / the profiler

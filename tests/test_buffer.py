@@ -57,6 +57,35 @@ def test_prefill_fifo_eviction_and_capacity_floor():
     assert ReplayBuffer.prefilled(ds, num_prefill=50, capacity=10).capacity == 50
 
 
+def test_sampling_is_uniform_over_every_stored_row_including_the_newest():
+    """After online adds, each of the `size` rows (prefill and online, the newest included) is drawn with probability
+    1/size: 60,000 draws over 6 rows, 10,000 each; 5 sigma of a binomial(60000, 1/6) is ~456."""
+    buf = ReplayBuffer.prefilled(make_dataset(n=1000), num_prefill=4, capacity=50, seed=3)
+    for k in range(2):
+        buf.add(np.full(3, 5000 + k), np.zeros(2), 5000 + k, np.zeros(3), False)
+    assert len(buf) == 6
+    ids = buf.sample(60000).rewards
+    stored = buf.data[:6, 5]  # the reward column holds each row's id
+    counts = torch.stack([(ids == i).sum() for i in stored]).float()
+    assert counts.sum() == 60000 and (counts - 10000).abs().max() < 456
+    assert (ids == 5001).any()  # the newest row
+
+
+def test_fifo_eviction_order_over_several_wraps_and_size_never_above_capacity():
+    """Capacity 4, 11 online rows after 2 prefilled ones: after each add the buffer holds exactly the 4 newest rows
+    (or all of them while fewer), oldest evicted first, through three wraps of the ring."""
+    ds = make_dataset(n=1000)
+    buf = ReplayBuffer.prefilled(ds, num_prefill=2, capacity=4, seed=0)
+    history = buf.data[:2, 5].tolist()
+    for k in range(11):
+        buf.add(np.zeros(3), np.zeros(2), 100 + k, np.zeros(3), False)
+        history.append(100.0 + k)
+        assert len(buf) == min(len(history), 4) <= buf.capacity == 4
+        assert sorted(buf.data[:len(buf), 5].tolist()) == sorted(history[-4:])
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        ReplayBuffer(0, 3, 2)
+
+
 def test_from_dataset_never_evicts_offline_rows():
     buf = ReplayBuffer.from_dataset(make_dataset(n=5), online_capacity=2)
     buf.add(np.zeros(3), np.zeros(2), 1.0, np.zeros(3), True)

@@ -11,6 +11,7 @@ import pytest
 from adaptive_bc import train_offline, train_online
 from benchmarks import quality
 from common import layout
+from common.checkpoint import load_checkpoint, save_checkpoint
 from tools import collect_results
 from tools.collect_results import CollectError
 from tools.plots import load_trials
@@ -32,7 +33,14 @@ def sweep_root(tmp_path, tiny_hopper_file):
     train_online.main(["--checkpoint", str(checkpoint), "--online_steps", "100", "--eval_every", "50", "--alpha_max",
                        "0", "--run_dir", str(root / "adaptive_bc_naive" / "tiny" / "seed0" / "online"), *SMALL])
     (trial / "offline.log").write_text("=== 2026-11-30 10:00:00 on vm: ...\n=== 2026-11-30 11:00:00 on vm: ...\n")
-    (trial / "online.log").write_text("=== 2026-11-30 12:00:00 on vm: ...\n")
+    (trial / "online.log").write_text("=== 2026-11-30 12:00:00 on vm: ...\n=== 2026-11-30 13:00:00 on vm: ...\n")
+    # the offline checkpoint as written before wall_s was recorded (its wall time then comes from the mtimes); the
+    # online one records wall_s = 240 s (all its segments)
+    for phase, wall_s in (("offline", None), ("online", 240.0)):
+        final = layout.checkpoint_path(trial / phase, phase)
+        payload = load_checkpoint(final)
+        payload.pop("wall_s")
+        save_checkpoint(final, payload if wall_s is None else {**payload, "wall_s": wall_s})
     for phase in ("offline", "online"):  # a known wall time: config.yaml 90 s before the final checkpoint
         final = layout.checkpoint_path(trial / phase, phase).stat().st_mtime
         os.utime(trial / phase / "config.yaml", (final - 90, final - 90))
@@ -55,6 +63,9 @@ def test_collect_then_report_from_the_copy(sweep_root, tmp_path):
     assert sorted(p.name for p in offline.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
     result = json.loads((offline / "result.json").read_text())
     assert result["finished"] and result["wall_min"] == pytest.approx(1.5, abs=0.02) and result["starts"] == 2
+    assert result["wall_source"] == "mtimes"
+    online_result = json.loads((offline.parent / "online" / "result.json").read_text())
+    assert (online_result["wall_min"], online_result["wall_source"], online_result["starts"]) == (4.0, "segments", 2)
     assert layout.is_finished(offline) and not (dest / "adaptive_bc" / "tiny" / "seed1").exists()
 
     # the committed online runs are joined to the committed offline run, not to the original still on disk
@@ -68,7 +79,9 @@ def test_collect_then_report_from_the_copy(sweep_root, tmp_path):
     runs = {(r.algo, r.seed): r for r in quality.main([str(dest)])}
     assert set(runs) == {("adaptive_bc", 0), ("adaptive_bc_naive", 0)}  # the folder names label a sweep's runs
     run = runs[("adaptive_bc", 0)]
+    # resumed twice each: the offline wall time (from mtimes) is its last segment's, marked; the online one is summed
     assert run.wall_offline_min == pytest.approx(1.5, abs=0.02) and run.resumed == ("offline",)
+    assert run.wall_online_min == 4.0
     records = [r for r in layout.read_metrics(offline) if quality.SCORE in r]
     assert run.offline_final == records[-1][quality.SCORE]  # joined to its committed offline run
     assert runs[("adaptive_bc_naive", 0)].offline_final == run.offline_final
@@ -88,3 +101,32 @@ def test_recollecting_changes_nothing_and_different_files_are_refused(sweep_root
         collect_results.main([str(sweep_root), str(dest)])
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == {
         p: b for p, b in snapshot.items() if p not in del_naive}
+
+
+def test_committed_sweep_records_match_the_committed_runs(tmp_path):
+    """The study's sweep files copied beside its runs (sweep.yaml, sweep-*.yaml) are what ran: for every committed
+    run, the command its record gives sets each key to the value in the run's config.yaml."""
+    import yaml
+
+    from conftest import REPO
+    from tools.sweep import load_sweep
+
+    study = REPO / "benchmarks" / "results" / "truncated"
+    trials = {}
+    for record in sorted(study.glob("sweep*.yaml")):
+        for trial in load_sweep(record, root=str(tmp_path / "root"), cwd=REPO):
+            trials.setdefault((trial.algo, trial.dataset, trial.seed), trial)
+    runs = layout.find_run_dirs(study, required=False)
+    assert len(runs) >= 50
+    for run in runs:
+        algo, dataset, seed = run.parts[-4], run.parts[-3], int(run.parts[-2].removeprefix("seed"))
+        trial = trials.get((algo, dataset, seed))
+        assert trial is not None, f"{run}: no sweep record names {algo} / {dataset} / seed {seed}"
+        argv = trial.commands[run.name]
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        pairs = dict(zip(argv[3::2], argv[4::2]))  # python -m <module> then --key value pairs
+        for flag, value in pairs.items():
+            key = flag.removeprefix("--")
+            if key in ("config", "checkpoint", "run_dir", "threads", "device"):
+                continue
+            assert config[key] == yaml.safe_load(value), f"{run}: {key} ran as {config[key]!r}, the record says {value}"

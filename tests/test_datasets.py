@@ -15,7 +15,7 @@ import pytest
 from common import datasets
 from common.datasets import DatasetError, d4rl_filename, load_dataset, normalized_score, read_d4rl_hdf5
 from common.envs import EnvMismatchError, check_env_matches
-from conftest import shared_dir, write_d4rl_file
+from conftest import missing_shared_data, shared_dir, write_d4rl_file
 
 
 # --- download ------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def _shared_files():
 @pytest.mark.parametrize("path", _shared_files() or [None], ids=lambda p: p.name if p else "absent")
 def test_every_shared_dataset_loads(path):
     if path is None:
-        pytest.skip("no $SHARED_DIR/datasets folder")
+        missing_shared_data(f"{shared_dir() / 'datasets'} (*.hdf5)")
     ds = load_dataset(f"shared:{path.name}")
     with h5py.File(path) as f:
         generation = json.loads(f["metadata/generation"][()])

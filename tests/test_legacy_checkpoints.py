@@ -1,10 +1,13 @@
 """Checkpoints written before the critics moved into common.ensemble.EnsembleMLP (commit 5baebbe) still load, act
-and fine-tune exactly as they did with the code that wrote them.
+and fine-tune as they did with the code that wrote them.
 
-tests/data/legacy/<algo>/ was made by that commit's code (tests/data/legacy/README.md): a 20-update offline.pt on
-the tiny hopper file, the actions it gave on 5 fixed observations, and the metrics.jsonl of a 150-step online run
-started from it. The same online run here must give the same file, byte for byte: the critics' weights and Adam
-moments (whose parameter order changed for SPOT) enter every update, so a wrong mapping changes the losses.
+tests/data/legacy/<algo>/ was made by that commit's code, on another machine (tests/data/legacy/README.md): a
+20-update offline.pt on the tiny hopper file, the actions it gave on 5 fixed observations, and the metrics.jsonl of a
+150-step online run started from it. Values stored from another machine are compared with a tolerance, not byte for
+byte: across torch/MKL kernel paths (../shared/tools/other-cpu) the actions differ by ≤ 3e-8 and every metric of the
+short online run by a relative ≤ 3e-7, so actions must agree to 1e-5 and metrics to a relative 1e-5 (absolute 1e-6
+near 0). A wrong mapping of the critics' weights or Adam moments (whose parameter order changed for SPOT) changes
+the losses far beyond that, as does a critic started afresh.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch
 from common.inference import load_agent
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
+ACTION_ATOL, METRIC_RTOL, METRIC_ATOL = 1e-5, 1e-5, 1e-6
 SMALL = {"adaptive_bc": ["--hidden_dim", "16", "--num_critics", "4", "--utd", "1", "--prefill_min", "64"],
          "spot": ["--hidden_dim", "16", "--vae_hidden", "16", "--vae_steps", "10", "--lambd", "0.1"]}
 
@@ -30,7 +34,7 @@ def test_legacy_checkpoint_acts_as_before(algo):
     agent, _ = load_agent(LEGACY / algo / "offline.pt")
     obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
     expected = np.array(json.loads((LEGACY / algo / "actions.json").read_text()), dtype=np.float32)
-    np.testing.assert_array_equal(agent.act(obs), expected)
+    np.testing.assert_allclose(agent.act(obs), expected, rtol=0, atol=ACTION_ATOL)
     for name in ("critic", "critic_target"):  # every tensor arrives, renamed
         old = sorted(float(t.double().sum()) for t in raw["agent"][name].values())
         new = sorted(float(t.double().sum()) for t in getattr(agent, name).state_dict().values())
@@ -43,7 +47,22 @@ def test_fine_tuning_a_legacy_checkpoint_gives_the_old_codes_metrics(algo, tmp_p
     online(["--checkpoint", str(LEGACY / algo / "offline.pt"), "--dataset", str(tiny_hopper_file),
             "--online_steps", "150", "--eval_every", "75", "--checkpoint_every", "200", *SMALL[algo],
             "--run_dir", str(tmp_path / "on")])
-    assert (tmp_path / "on" / "metrics.jsonl").read_bytes() == (LEGACY / algo / "online-metrics.jsonl").read_bytes()
+    new = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    old = [json.loads(line) for line in (LEGACY / algo / "online-metrics.jsonl").read_text().splitlines()]
+    assert_records_close(new, old)
+
+
+def assert_records_close(new: list[dict], old: list[dict]) -> None:
+    """Same records, same keys, same steps and integers; floats within the cross-machine tolerance."""
+    assert [(r["phase"], r["step"], sorted(r)) for r in new] == [(r["phase"], r["step"], sorted(r)) for r in old]
+    for r_new, r_old in zip(new, old):
+        for key, value in r_old.items():
+            if key.startswith("time/"):  # wall-clock rates: never comparable
+                continue
+            if isinstance(value, float):
+                assert r_new[key] == pytest.approx(value, rel=METRIC_RTOL, abs=METRIC_ATOL), (r_old["step"], key)
+            else:
+                assert r_new[key] == value, (r_old["step"], key)
 
 
 @pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])

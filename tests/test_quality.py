@@ -104,6 +104,15 @@ def test_interval_table_is_the_mean_with_a_bootstrap_interval_over_seeds(sweep_r
     assert "| ds | alg | 1 | 40.0 | 60.0 | +20.0 | −20.0 | −38.0 |" in quality.readme_table([r for r in runs if r.seed == 0])
 
 
+def test_interval_is_min_max_below_five_seeds_and_a_bootstrap_from_five():
+    """With 2–4 seeds a row's interval is [min, max] over its seeds; from 5 seeds on the 95% percentile bootstrap of
+    the mean, which lies strictly inside [min, max] for spread-out values."""
+    assert quality.interval([0.0, 10.0, None, 30.0, 20.0]) == (15.0, 0.0, 30.0, 4)
+    assert quality.interval([7.0]) == (7.0, 7.0, 7.0, 1) and quality.interval([None]) is None
+    mean, lo, hi, n = quality.interval([0.0, 10.0, 20.0, 30.0, 40.0])
+    assert (mean, n) == (20.0, 5) and 0.0 < lo < 12.0 and 28.0 < hi < 40.0
+
+
 def test_table_means_and_stds_over_seeds(sweep_root, tmp_path):
     out = tmp_path / "report" / "quality.md"
     quality.main([str(sweep_root), "--out", str(out)])

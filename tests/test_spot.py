@@ -122,6 +122,37 @@ def test_neg_elbo_matches_manual_computation():
     torch.testing.assert_close(neg_elbo, (2 * 3 / BETA) * loss + const, rtol=1e-5, atol=1e-5)
 
 
+def test_vae_loss_and_neg_elbo_with_several_samples_match_a_per_sample_loop():
+    """With num_samples L > 1 both estimates average L decodings of z_l = μ + σ ε_l (ε drawn (B, L, latent), as the
+    product draws them); written here sample by sample with one row's obs per decoding, in float64."""
+    torch.manual_seed(0)
+    vae = VAE(obs_dim=11, act_dim=3, max_action=1.0, hidden_dim=64).double()
+    batch = random_batch(n=16)
+    obs, actions = batch.observations.double(), batch.actions.double()
+    num_samples, sigma = 5, math.sqrt(BETA / 4)
+    with torch.no_grad():
+        mean, std = vae.encode(obs, actions)
+        torch.manual_seed(7)
+        eps = torch.randn(16, num_samples, vae.latent_dim).double()
+        recon_error, nll = torch.zeros(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64)
+        for sample in range(num_samples):
+            recon = vae.decode(obs, mean + std * eps[:, sample])
+            recon_error += (recon - actions).pow(2).mean(-1) / num_samples
+            nll += (0.5 * ((recon - actions) / sigma).pow(2) + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+                    ).sum(-1) / num_samples
+        kl = -0.5 * (1 + 2 * torch.log(std) - mean.pow(2) - std.pow(2))
+        expected_loss = recon_error + BETA * kl.mean(-1)
+        expected_neg_elbo = nll + kl.sum(-1)
+        torch.manual_seed(7)
+        loss = vae.loss(obs, actions, BETA, num_samples=num_samples)
+        torch.manual_seed(7)
+        neg_elbo = vae.neg_elbo(obs, actions, BETA, num_samples=num_samples)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(neg_elbo, expected_neg_elbo, rtol=1e-10, atol=1e-12)
+    torch.manual_seed(8)  # other draws give another value: the samples really enter
+    assert not torch.allclose(vae.loss(obs, actions, BETA, num_samples=num_samples), loss)
+
+
 def test_iwae_with_100_samples_is_tighter_than_one_sample_in_expectation():
     # Tiny VAE with a z-independent decoder: the exact −log p(a|s) is the decoder's NLL 0.2392178,
     # and −ELBO = 0.8073649 (= NLL + Σ KL). IWAE(L=1) is unbiased for −ELBO; IWAE(L=100) lies between.

@@ -70,6 +70,30 @@ def test_offline_resume_equals_uninterrupted(tmp_path, tiny_hopper_file, bc, mon
     assert not (tmp_path / "killed" / "checkpoints" / "last.pt").exists()
 
 
+def test_wall_time_of_a_resumed_run_sums_its_segments(tmp_path, tiny_hopper_file, bc, monkeypatch):
+    """The final checkpoint's wall_s counts every segment up to its last checkpoint: with a clock that ticks one
+    second per update, a run killed at update 57 (last checkpoint at 50) and resumed records 60 s, as an
+    uninterrupted run does (not the last segment's 10 s, nor 67 s with the 7 lost updates)."""
+    import common.run
+    from common.checkpoint import load_checkpoint
+
+    agent, offline, _ = bc
+    clock = [0.0]
+    monkeypatch.setattr(common.run, "_now", lambda: clock[0])
+    update = agent.BcAgent.update
+    monkeypatch.setattr(agent.BcAgent, "update", lambda self, batch: clock.__setitem__(0, clock[0] + 1.0) or
+                        update(self, batch))
+    full = offline.main(args(tiny_hopper_file, tmp_path / "full"))
+    assert load_checkpoint(full)["wall_s"] == 60.0
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, agent, 57)
+        with pytest.raises(KeyboardInterrupt):
+            offline.main(args(tiny_hopper_file, tmp_path / "killed"))
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["wall_s"] == 50.0
+    resumed = offline.main(args(tiny_hopper_file, tmp_path / "killed"))
+    assert load_checkpoint(resumed)["wall_s"] == 60.0
+
+
 def test_online_resume_equals_uninterrupted(tmp_path, tiny_hopper_file, bc, monkeypatch):
     agent, offline, online = bc
     ckpt = offline.main(args(tiny_hopper_file, tmp_path / "off"))

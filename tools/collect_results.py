@@ -4,9 +4,10 @@
 
 Each finished run folder (its checkpoints/<phase>.pt exists) becomes <dest>/<same relative path>/ with its
 config.yaml and metrics.jsonl, and a result.json holding what the checkpoints and file times told and a git
-clone loses: that the run finished, its wall time (config.yaml's mtime to the final checkpoint's, in minutes),
-how many times it was started (a sweep trial's <phase>.log has one `=== ` line per start; >1 means the wall time
-is the last segment's only) and where it was collected from. `common.layout.is_finished` and
+clone loses: that the run finished, its wall time in minutes (the sum of its segments, recorded in the final
+checkpoint; for older checkpoints config.yaml's mtime to the final checkpoint's, the last segment only if resumed),
+how many times it was started (a sweep trial's <phase>.log has one `=== ` line per start) and where it was
+collected from. `common.layout.is_finished` and
 `benchmarks.quality` read it, so reports regenerate from what is committed. A sweep root's sweep.yaml is copied
 too: it marks <dest> as a sweep root, whose folder names (adaptive_bc_naive, ...) label the runs; so are the
 sweep-<name>.yaml records of other sweep files run into the same root.
@@ -43,11 +44,20 @@ def starts(run_dir: Path, phase: str) -> int | None:
 
 
 def result_of(run_dir: Path) -> dict:
+    """What a git clone loses. wall_min: the final checkpoint's `wall_s` (every segment of a resumed run, summed),
+    or, for a checkpoint written before that was recorded, config.yaml's mtime to the final checkpoint's: the last
+    segment only when the run was resumed (wall_source says which)."""
+    from common.checkpoint import load_checkpoint
+
     phase = layout.phase_of(run_dir)
     final = layout.checkpoint_path(run_dir, phase)
-    wall = (final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0
-    return {"finished": True, "phase": phase, "wall_min": round(wall, 2), "starts": starts(run_dir, phase),
-            "collected_from": str(run_dir)}
+    recorded = load_checkpoint(final, kind=("agent",)).get("wall_s")
+    if recorded is not None:
+        wall, source = float(recorded) / 60.0, "segments"
+    else:
+        wall, source = (final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0, "mtimes"
+    return {"finished": True, "phase": phase, "wall_min": round(wall, 2), "wall_source": source,
+            "starts": starts(run_dir, phase), "collected_from": str(run_dir)}
 
 
 def _write(path: Path, data: bytes) -> None:

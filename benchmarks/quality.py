@@ -43,6 +43,7 @@ import yaml
 from common.checkpoint import CheckpointError, load_checkpoint
 from common.layout import read_result
 from tools.collect_results import starts
+from tools.reference_eval import read_reference
 from tools.plots import trials_for_cli
 from tools.plots import SCORE, Trial, bootstrap_ci, still_fine_tuning
 from common.layout import dataset_label
@@ -53,6 +54,9 @@ COLUMNS = ("offline_final", "online_final", "dip_eval", "dip_episode", "low_eval
            "wall_online_min")
 HEADERS = ("offline final", "online final", "dip (eval)", "dip (episode)", "lowest (eval)", "wall offline [min]",
            "wall online [min]")
+REFERENCE_COLUMNS = ("offline_final", "offline_ref", "dip_drop", "dip_drop_ref", "gain", "gain_ref")
+REFERENCE_HEADERS = ("offline final (10 ep)", "offline (50 ep)", "dip − offline", "dip − offline (50 ep)",
+                     "online − offline", "online − offline (50 ep)")
 
 
 @dataclasses.dataclass
@@ -68,6 +72,7 @@ class RunQuality:
     wall_offline_min: float | None
     wall_online_min: float | None
     resumed: tuple[str, ...] = ()  # phases whose wall time covers the last segment only
+    offline_ref: float | None = None  # the offline policy's 50-episode score (tools.reference_eval), if measured
 
     @property
     def gain(self) -> float | None:
@@ -78,6 +83,16 @@ class RunQuality:
     def dip_drop(self) -> float | None:
         """The dip relative to the pretrained policy: dip (eval) − offline final (negative = a drop)."""
         return None if None in (self.dip_eval, self.offline_final) else self.dip_eval - self.offline_final
+
+    @property
+    def dip_drop_ref(self) -> float | None:
+        """The dip against the steadier 50-episode score of the offline policy."""
+        return None if None in (self.dip_eval, self.offline_ref) else self.dip_eval - self.offline_ref
+
+    @property
+    def gain_ref(self) -> float | None:
+        """online final − the offline policy's 50-episode score."""
+        return None if None in (self.online_final, self.offline_ref) else self.online_final - self.offline_ref
 
     @property
     def low_drop(self) -> float | None:
@@ -177,7 +192,8 @@ def run_quality(trial: Trial) -> RunQuality:
     resumed = tuple(p for p, d in (("offline", trial.offline_dir), ("online", trial.online_dir)) if was_resumed(d, p))
     return RunQuality(trial.algo, trial.dataset, trial.seed, trial.final("offline"),
                       trial.final("online") if trial.online else None, dip_eval, dip_episode, lowest_eval(trial),
-                      wall_minutes(trial.offline_dir, "offline"), wall_minutes(trial.online_dir, "online"), resumed)
+                      wall_minutes(trial.offline_dir, "offline"), wall_minutes(trial.online_dir, "online"), resumed,
+                      (read_reference(trial.offline_dir) or {}).get("normalized_score"))
 
 
 def mean_std(values: list[float | None]) -> tuple[float, float, int] | None:
@@ -314,6 +330,17 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
             if phase in r.resumed and cells[i] != "–":
                 cells[i] += "*"
         lines.append(f"| {r.algo} | {dataset_label(r.dataset)} | {r.seed} | " + " | ".join(cells) + " |")
+    referenced = [r for r in sorted(everything, key=lambda r: (r.dataset, r.algo, r.seed)) if r.offline_ref is not None]
+    if referenced:
+        lines += ["", "## Against a steadier reference: the offline policy over 50 episodes", "",
+                  "`python -m tools.reference_eval` evaluated the offline policy each run fine-tunes with 50 episodes "
+                  "(the first 10 with the seeds of its last 10-episode evaluation; `reference.json` beside the offline run). Runs "
+                  "whose offline policy is no longer on disk and does not ship are not here.", "",
+                  "| algorithm | dataset | seed | " + " | ".join(REFERENCE_HEADERS) + " |",
+                  "|---" * (len(REFERENCE_HEADERS) + 3) + "|"]
+        for r in referenced:
+            lines.append(f"| {r.algo} | {dataset_label(r.dataset)} | {r.seed} | "
+                         + " | ".join(_cell(getattr(r, c)) for c in REFERENCE_COLUMNS) + " |")
     if notes:
         lines += ["", "## Left out", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -73,6 +73,7 @@ class RunQuality:
     wall_online_min: float | None
     resumed: tuple[str, ...] = ()  # phases whose wall time covers the last segment only
     offline_ref: float | None = None  # the offline policy's 50-episode score (tools.reference_eval), if measured
+    online_area: float | None = None  # mean of the online evaluations after step 0: normalized area under the curve
 
     @property
     def gain(self) -> float | None:
@@ -187,13 +188,93 @@ def was_resumed(run_dir: Path | None, phase: str) -> bool:
     return (starts(run_dir, phase) or 1) > 1
 
 
+def online_area(trial: Trial) -> float | None:
+    """The mean of the online evaluations after step 0: the normalized area under the online curve, the locomotion
+    analogue of the field's cumulative regret (higher: less lost while fine-tuning)."""
+    evals = [r[SCORE] for r in trial.online if SCORE in r and r["step"] > 0]
+    return float(np.mean(evals)) if evals else None
+
+
+# --- the aggregate view: each method against its naive twin across datasets (rliable) --------------------------
+TWINS = (("adaptive_bc", "adaptive_bc_naive"), ("spot", "spot_naive"))
+AGGREGATE_REPS = 2000
+
+
+def study_matrices(runs: list[RunQuality], attr: str, variants: tuple[str, ...]
+                   ) -> tuple[dict[str, np.ndarray], list[str], int]:
+    """variant -> (seeds × datasets) values of `attr` over the datasets where every variant has at least n seeds, n
+    the largest count that at least two datasets reach (every variant then uses its seeds 0..n−1 on each)."""
+    values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in runs:
+        value = getattr(r, attr)
+        if r.algo in variants and value is not None:
+            values[r.algo][r.dataset][r.seed] = value
+    datasets = sorted({d for v in variants for d in values[v]})
+    counts = {d: min(len(values[v][d]) for v in variants) for d in datasets}
+    best = max([n for n in set(counts.values()) if n and sum(c >= n for c in counts.values()) >= 2], default=0)
+    tasks = [d for d in datasets if best and counts[d] >= best]
+    matrices = {v: np.array([[values[v][d][s] for d in tasks] for s in sorted(values[v][tasks[0]])[:best]])
+                for v in variants} if tasks else {}
+    return matrices, tasks, best
+
+
+def aggregate_view(runs: list[RunQuality], reps: int = AGGREGATE_REPS, seed: int = 0) -> dict:
+    """rliable's probability of improvement of each method over its naive twin (its dip − offline higher, i.e. a
+    smaller fall; its online final higher) and the IQM of the normalized area under the online curve per variant,
+    each with a 95% stratified-bootstrap interval (seeds resampled within each dataset)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    saved = np.random.get_state()  # rliable's bootstrap draws from numpy's global RNG
+    np.random.seed(seed)
+    try:
+        out: dict = {"probability_of_improvement": {}, "iqm_area": {}}
+        for method, twin in TWINS:
+            for attr, what in (("dip_drop", "dip"), ("online_final", "final")):
+                matrices, tasks, n = study_matrices(runs, attr, (method, twin))
+                if not tasks:
+                    continue
+                pair = {f"{method}>{twin}": [matrices[method] / 100, matrices[twin] / 100]}
+                point, ci = rly.get_interval_estimates(
+                    pair, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps)
+                key = f"{method}>{twin}"
+                out["probability_of_improvement"][f"{method} {what}"] = {
+                    "p": float(point[key][0]), "ci": [float(ci[key][0, 0]), float(ci[key][1, 0])],
+                    "tasks": tasks, "seeds": n}
+            matrices, tasks, n = study_matrices(runs, "online_area", (method, twin))
+            for variant, matrix in matrices.items():
+                point, ci = rly.get_interval_estimates({variant: matrix / 100},
+                                                       lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+                out["iqm_area"][variant] = {"iqm": float(point[variant][0]) * 100,
+                                            "ci": [float(ci[variant][0, 0]) * 100, float(ci[variant][1, 0]) * 100],
+                                            "tasks": tasks, "seeds": n}
+    finally:
+        np.random.set_state(saved)
+    return out
+
+
+def aggregate_markdown(view: dict) -> str:
+    lines = ["| comparison | P(method > naive twin) [95% CI] | datasets × seeds |", "|---|---|---|"]
+    for name, e in view["probability_of_improvement"].items():
+        method, what = name.rsplit(" ", 1)
+        label = {"dip": "smaller fall in the first 4k steps (dip − offline)", "final": "higher online final"}[what]
+        lines.append(f"| {method} vs its naive twin: {label} | {e['p']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] | "
+                     f"{', '.join(dataset_label(t) for t in e['tasks'])} × {e['seeds']} |")
+    lines += ["", "| variant | IQM of the online area (mean online evaluation) [95% CI] | datasets × seeds |",
+              "|---|---|---|"]
+    for variant, e in view["iqm_area"].items():
+        lines.append(f"| {method_label(variant)} | {e['iqm']:.1f} [{e['ci'][0]:.1f}, {e['ci'][1]:.1f}] | "
+                     f"{', '.join(dataset_label(t) for t in e['tasks'])} × {e['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_quality(trial: Trial) -> RunQuality:
     dip_eval, dip_episode = dips(trial)
     resumed = tuple(p for p, d in (("offline", trial.offline_dir), ("online", trial.online_dir)) if was_resumed(d, p))
     return RunQuality(trial.algo, trial.dataset, trial.seed, trial.final("offline"),
                       trial.final("online") if trial.online else None, dip_eval, dip_episode, lowest_eval(trial),
                       wall_minutes(trial.offline_dir, "offline"), wall_minutes(trial.online_dir, "online"), resumed,
-                      (read_reference(trial.offline_dir) or {}).get("normalized_score"))
+                      (read_reference(trial.offline_dir) or {}).get("normalized_score"), online_area(trial))
 
 
 def mean_std(values: list[float | None]) -> tuple[float, float, int] | None:
@@ -356,10 +437,17 @@ def main(argv=None) -> list[RunQuality]:
                         help="report phases still training (their latest evaluation counts as final)")
     parser.add_argument("--readme", action="store_true",
                         help="print (and --out) the interval table in the README's form instead of the report")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="print (and --out) the aggregate view (rliable: each method vs its naive twin)")
     args = parser.parse_args(argv)
     trials, notes = trials_for_cli(parser, args.run_dirs, args.include_unfinished)
     runs = [run_quality(t) for t in trials]
-    text = readme_table(runs) if args.readme else markdown(runs, notes, args.title, args.budget)
+    if args.aggregate:
+        text = aggregate_markdown(aggregate_view(summary_runs(runs)[0]))
+    elif args.readme:
+        text = readme_table(runs)
+    else:
+        text = markdown(runs, notes, args.title, args.budget)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -237,3 +237,31 @@ def test_spot_lambd_0_gives_lambda_0_online(tmp_path, tiny_data):
     assert [r["step"] for r in evals] == [0, 10, 20, 30]
     np.testing.assert_array_equal([r["train/lambda"] for r in evals], 0.0)
     assert load_checkpoint(online)["agent"]["lambd"] == 0.0
+
+
+def _run(algo, dataset, seed, dip=None, final=None, area=None):
+    return quality.RunQuality(algo, dataset, seed, 50.0, final, None if dip is None else 50.0 + dip, None, None,
+                              None, None, online_area=area)
+
+
+def test_aggregate_view_by_hand():
+    """Two datasets with 3 seeds of each variant (a third with one seed is left out). adaptive_bc falls less than its
+    twin on every seed of A (P = 1) and on B its dips (−1, −2, −3) meet the twin's (−2, −2, −2): P = (0·3 + ½·3 +
+    1·3) / 9 = ½, so the probability of improvement averaged over the datasets is ¾. The IQM of 6 areas (10, 20,
+    30, 40, 50, 1000) trims one from each end: (20 + 30 + 40 + 50) / 4 = 35."""
+    runs = []
+    for seed, (dip_a, dip_b, area) in enumerate([(-1, -1, 10), (-2, -2, 20), (-3, -3, 30)]):
+        runs += [_run("adaptive_bc", "A", seed, dip_a, 60, area), _run("adaptive_bc_naive", "A", seed, -40, 60, 5),
+                 _run("adaptive_bc", "B", seed, dip_b, 60, [40, 50, 1000][seed]),
+                 _run("adaptive_bc_naive", "B", seed, -2, 60, 5)]
+    runs += [_run("adaptive_bc", "C", 0, -50, 60, 1), _run("adaptive_bc_naive", "C", 0, 0, 60, 1)]
+    matrices, tasks, n = quality.study_matrices(runs, "dip_drop", ("adaptive_bc", "adaptive_bc_naive"))
+    assert tasks == ["A", "B"] and n == 3 and matrices["adaptive_bc"].shape == (3, 2)
+    view = quality.aggregate_view(runs, reps=200)
+    dip = view["probability_of_improvement"]["adaptive_bc dip"]
+    assert dip["p"] == pytest.approx(0.75) and dip["ci"][0] <= 0.75 <= dip["ci"][1]
+    assert view["probability_of_improvement"]["adaptive_bc final"]["p"] == pytest.approx(0.5)  # ties everywhere
+    assert view["iqm_area"]["adaptive_bc"]["iqm"] == pytest.approx(35.0)
+    assert "spot dip" not in view["probability_of_improvement"]  # no SPOT runs: no row
+    text = quality.aggregate_markdown(view)
+    assert "| adaptive_bc vs its naive twin: smaller fall in the first 4k steps (dip − offline) | 0.75 [" in text

@@ -69,3 +69,14 @@ def test_truncated_study_table_matches_the_committed_runs():
     section = (REPO / "README.md").read_text().split("### Learning: the truncated paper protocol", 1)[1]
     section = section.split("\n### ", 1)[0]
     assert table in section, f"README's truncated-study table is stale; it should read:\n{table}"
+
+
+def test_aggregate_view_matches_the_committed_runs():
+    """The README's across-datasets table is `python -m benchmarks.quality benchmarks/results/truncated --aggregate`."""
+    from benchmarks import quality
+    from tools.plots import load_labeled_trials
+
+    trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
+    runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
+    table = quality.aggregate_markdown(quality.aggregate_view(runs))
+    assert table in (REPO / "README.md").read_text(), f"README's aggregate table is stale; it should read:\n{table}"

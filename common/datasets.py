@@ -351,7 +351,7 @@ def load_minari(dataset_id: str) -> Dataset:
             ds = minari.load_dataset(dataset_id, download=True)
         except Exception as exc:  # noqa: BLE001 - an unknown id, no network, a missing optional package
             reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__) if not isinstance(
-                exc, ImportError) else "this machine has no remote dataset support"
+                exc, ImportError) else f"minari's download support is not installed: pip install 'minari[hf]' ({exc})"
             raise DatasetError(
                 f"minari dataset {dataset_id!r} is not among the local ones in {_minari_root()} "
                 f"({', '.join(sorted(local)) or 'none'}) and could not be downloaded ({reason}). Check the id, or "

@@ -132,3 +132,45 @@ def test_committed_manifest_matches_the_shared_files():
         missing_shared_data(str(folder))
     for entry in entries.values():
         assert datasets.status(entry, folder) == "ok", entry["name"]
+
+
+def test_export_to_minari_loads_the_same_arrays(tmp_path, monkeypatch):
+    """A D4RL-format file from real Hopper-v5 rollouts (terminal and time-limit ends, and an episode cut by the
+    file's end) written as a Minari dataset: minari:<id> gives the same transitions; data whose next_observations do
+    not continue its observations is refused."""
+    import gymnasium as gym
+    import h5py
+    import numpy as np
+
+    from common.datasets import load_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = gym.make("Hopper-v5", max_episode_steps=40)
+    rows = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    obs, _ = env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(250):
+        action = env.action_space.sample()
+        nxt, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(rows, (obs, action, reward, nxt, terminated, truncated and not terminated)):
+            rows[key].append(value)
+        obs = env.reset()[0] if terminated or truncated else nxt
+    env.close()
+    path = tmp_path / "hopper-rollouts.hdf5"
+    with h5py.File(path, "w") as f:
+        for key, values in rows.items():
+            f.create_dataset(key, data=np.asarray(values, dtype=bool if key in ("terminals", "timeouts") else np.float32))
+        f.create_dataset("metadata/generation", data=json.dumps({"env_id": "Hopper-v5"}))
+    original = load_dataset(str(path))
+    assert original.terminals.any() and original.timeouts.any() and not (original.terminals[-1] or original.timeouts[-1])
+    assert datasets.main(["to-minari", str(path), "test/hopper/rollouts-v0"]) == 0
+    exported = load_dataset("minari:test/hopper/rollouts-v0")
+    for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+        np.testing.assert_array_equal(getattr(exported, key), getattr(original, key), err_msg=key)
+    assert exported.env_id == "Hopper-v5"
+    assert (exported.ref_min_return, exported.ref_max_return) == (original.ref_min_return, original.ref_max_return)
+
+    inconsistent = tmp_path / "random.hdf5"
+    write_d4rl_file(inconsistent, episodes=[(5, "terminal")], next_obs=True, env_id="Hopper-v5")
+    with pytest.raises(DatasetError, match="do not continue observations"):
+        datasets.main(["to-minari", str(inconsistent), "test/hopper/random-v0"])

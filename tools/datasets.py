@@ -5,6 +5,7 @@ maintainer published them.
   python -m tools.datasets verify                      # sha256 of every local file against the manifest (exit 2 if not)
   python -m tools.datasets fetch --from URL_OR_FOLDER  # get what is missing: resumable, sha256-checked
   python -m tools.datasets manifest FOLDER             # (maintainer) write data/datasets.json from the files
+  python -m tools.datasets to-minari FILE ID           # (maintainer) a file as a local Minari dataset (minari:ID)
 
 Files live in $SHARED_DIR/datasets (default ../shared/datasets beside the repository), where `--dataset
 shared:<file>` reads them; `--dir` picks another folder. The manifest (data/datasets.json) holds, per file, its
@@ -144,6 +145,50 @@ def fetch_one(entry: dict, source: str, folder: Path) -> Path:
     return target
 
 
+# --- export to Minari -------------------------------------------------------------------------------------------
+def to_minari(path: Path, dataset_id: str) -> str:
+    """Writes a D4RL-format file as a local Minari dataset (under $MINARI_DATASETS_PATH, default ~/.minari), which
+    `--dataset minari:<id>` then loads with the same arrays: episodes split at terminals and timeouts, each stored as
+    its observations plus its last next_observation (so next_observations must continue observations within an
+    episode), with the env and D4RL's reference returns. For maintainers who publish the files as Minari datasets."""
+    import warnings
+
+    import gymnasium as gym
+    import minari
+    import numpy as np
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from common.envs import gym_make
+
+    data = read_d4rl_hdf5(path)
+    ends = np.flatnonzero(data.terminals | data.timeouts)
+    bounds = list(zip(np.r_[0, ends[:-1] + 1], ends + 1)) if len(ends) else []
+    if not len(ends) or ends[-1] != len(data) - 1:  # an episode cut by the file's end: kept, with no end flag
+        bounds.append((ends[-1] + 1 if len(ends) else 0, len(data)))
+    buffers = []
+    for start, stop in bounds:
+        obs, nxt = data.observations[start:stop], data.next_observations[start:stop]
+        if not np.array_equal(obs[1:], nxt[:-1]):
+            raise DatasetError(f"{path}: next_observations do not continue observations within the episode at rows "
+                               f"{start}–{stop - 1}; a Minari episode holds one observation sequence")
+        buffers.append(EpisodeBuffer(id=len(buffers), observations=list(np.concatenate([obs, nxt[-1:]])),
+                                     actions=list(data.actions[start:stop]), rewards=list(data.rewards[start:stop]),
+                                     terminations=list(data.terminals[start:stop]),
+                                     truncations=list(data.timeouts[start:stop])))
+    env = gym_make(data.env_id)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # minari asks for an author, a description, ...
+            minari.create_dataset_from_buffers(dataset_id, buffer=buffers, env=env, algorithm_name="SAC (D4RL recipe)",
+                                               ref_min_score=data.ref_min_return, ref_max_score=data.ref_max_return,
+                                               description=f"{path.name}, exported by tools.datasets")
+    except (ValueError, gym.error.Error) as exc:
+        raise DatasetError(f"cannot export {path} as minari dataset {dataset_id!r}: {exc}") from None
+    finally:
+        env.close()
+    return dataset_id
+
+
 # --- command line ----------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,10 +200,19 @@ def main(argv=None) -> int:
         if name == "fetch":
             sub.add_argument("--from", dest="source", required=True, help="a URL or a folder holding the files")
             sub.add_argument("names", nargs="*", help="only these files (default: every file of the manifest)")
+    export = commands.add_parser("to-minari", help="write a D4RL-format file as a local Minari dataset")
+    export.add_argument("file", type=Path)
+    export.add_argument("dataset_id", help="e.g. regenerated/hopper/medium-v0")
     make = commands.add_parser("manifest")
     make.add_argument("folder", type=Path, help="the folder holding the files")
     args = parser.parse_args(argv)
 
+    if args.command == "to-minari":
+        if not args.file.is_file():
+            raise DatasetError(f"no such file: {args.file}")
+        print(f"wrote minari dataset {to_minari(args.file, args.dataset_id)}; load it with --dataset "
+              f"minari:{args.dataset_id}")
+        return 0
     if args.command == "manifest":
         entries = write_manifest(args.folder, args.manifest)
         print(f"wrote {args.manifest}: {len(entries)} files")

@@ -46,6 +46,7 @@ class BaseConfig:
     eval_episodes: int = 10
     checkpoint_every: int = 50_000
     run_dir: str | None = None  # null: runs/<algo>/<dataset name>/seed<seed>/<phase>
+    variant: str | None = None  # the run's name in a study (adaptive_bc_naive, ...); null: the algorithm's. Labels it
     wandb_mode: str = "offline"  # online | offline | disabled
     wandb_project: str = "offline-to-online"
     wandb_group: str | None = None

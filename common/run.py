@@ -151,9 +151,14 @@ def _refuse_foreign_contents(run_dir: Path, algo: str, phase: str, cfg: BaseConf
             print(f"restarting {run_dir}: the run there was stopped before its first checkpoint")
 
 
+# Keys that change neither the data nor the arithmetic: a run may continue with other values (threads changes the
+# speed, the wandb keys only where the records are mirrored, variant only the label).
+UNCOMPARED_KEYS = {"run_dir", "threads", "variant", "wandb_mode", "wandb_project", "wandb_group"}
+
+
 def _compared_keys(cfg: BaseConfig) -> set[str]:
-    """Config keys that must match to continue a run; threads only changes the speed."""
-    return {f.name for f in dataclasses.fields(cfg)} - {"run_dir", "threads"}
+    """Config keys that must match to continue a run."""
+    return {f.name for f in dataclasses.fields(cfg)} - UNCOMPARED_KEYS
 
 
 LOCK_FILE = ".lock"

@@ -83,17 +83,23 @@ PLOT_CELLS = [
         "if not os.path.exists('common') and os.path.exists('../common'):\n"
         "    os.chdir('..')  # run from the repository root\n"
         "sys.path.insert(0, os.getcwd())\n"
-        "# Online run folders (each finds its offline run) or offline ones; default: everything under runs/\n"
-        "PATTERN = os.environ.get('O2O_RUNS', 'runs/**/online')\n"
-        "run_dirs = sorted(glob.glob(PATTERN, recursive=True))\n"
-        "print(len(run_dirs), 'run folders')"),
-    new_code_cell(
-        "from IPython.display import Image, Markdown, display\n"
         "from tools import plots\n\n"
-        "trials = plots.load_trials(run_dirs)\n"
-        "plots.plot(trials, 'video/curves.png')\n"
-        "display(Image('video/curves.png'))\n"
-        "display(Markdown(plots.results_table(trials)))"),
+        "# Default: the committed fine-tuning study (a sweep root: its folders name the variants, so a method and\n"
+        "# its naive twin are separate curves). Yours: O2O_RUNS='runs/**/online' (a glob of run folders) or a sweep root.\n"
+        "SOURCE = os.environ.get('O2O_RUNS', 'benchmarks/results/truncated')\n"
+        "paths = sorted(glob.glob(SOURCE, recursive=True))\n"
+        "trials, notes = plots.load_labeled_trials(paths) if paths else ([], [])\n"
+        "if trials:\n"
+        "    print(len(trials), 'trials:', ', '.join(sorted({t.algo for t in trials})))\n"
+        "else:\n"
+        "    print(f'No finished runs found for {SOURCE!r}: train one (README, Quickstart) or set O2O_RUNS to your '\n"
+        "          'run folders, e.g. runs/**/online.')"),
+    new_code_cell(
+        "from IPython.display import Image, Markdown, display\n\n"
+        "if trials:\n"
+        "    plots.plot(trials, 'video/curves.png')\n"
+        "    display(Image('video/curves.png'))\n"
+        "    display(Markdown(plots.results_table(trials)))"),
 ]
 
 

@@ -61,8 +61,35 @@ def test_plots_notebook_executes_on_the_committed_quickstart_runs(tmp_path, monk
     nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
     text = str([out for cell in nb.cells for out in cell.get("outputs", [])])
-    assert "2 run folders" in text and "| adaptive_bc |" in text and "image/png" in text
+    assert "2 trials: adaptive_bc, spot" in text and "| adaptive_bc |" in text and "image/png" in text
     assert (work / "video" / "curves.png").stat().st_size > 10_000
+
+    # no runs: one clear line and no figure
+    (work / "video" / "curves.png").unlink()
+    monkeypatch.setenv("O2O_RUNS", str(tmp_path / "nothing" / "*"))
+    nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    text = str([out for cell in nb.cells for out in cell.get("outputs", [])])
+    assert "No finished runs found" in text and "image/png" not in text and not (work / "video" / "curves.png").exists()
+
+
+@pytest.mark.slow  # starts a kernel
+def test_plots_notebook_opens_the_committed_study_with_its_variants_apart(tmp_path, monkeypatch):
+    """By default the plots notebook shows the committed fine-tuning study, each method and its naive twin (and the
+    UTD variants) as separate curves."""
+    from nbclient import NotebookClient
+
+    work = tmp_path / "work"
+    (work / "video").mkdir(parents=True)
+    for name in ("common", "tools"):
+        os.symlink(REPO / name, work / name)
+    os.symlink(REPO / "benchmarks", work / "benchmarks")
+    monkeypatch.delenv("O2O_RUNS", raising=False)
+    nb = nbformat.read(REPO / "notebooks" / "plots.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    text = str([out for cell in nb.cells for out in cell.get("outputs", [])])
+    assert "trials: adaptive_bc, adaptive_bc_naive, adaptive_bc_naive_utd10, adaptive_bc_utd10, spot, spot_naive" in text
+    assert "image/png" in text
 
 
 @pytest.mark.parametrize("algo", ["spot", "adaptive_bc"])

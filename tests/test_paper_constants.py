@@ -19,7 +19,7 @@ from spot.agent import Config as SpotConfig
 # Keys every algorithm shares (common.config.BaseConfig): the papers' protocol.
 PROTOCOL = {"batch_size": 256, "offline_steps": 1_000_000, "online_steps": 250_000, "eval_every": 5_000,
             "eval_episodes": 10, "seed": 0, "threads": 1, "device": "auto", "checkpoint_every": 50_000,
-            "dataset": "d4rl:hopper-medium-v2", "env": None, "run_dir": None, "video": False,
+            "dataset": "d4rl:hopper-medium-v2", "env": None, "run_dir": None, "variant": None, "video": False,
             "wandb_mode": "offline", "wandb_project": "offline-to-online", "wandb_group": None}
 
 ADAPTIVE_BC = {

@@ -180,8 +180,8 @@ def test_quality_sweep_expands_to_methods_and_naive_twins_differing_only_by_the_
         assert twin.phases == ("online",) and twin.offline_source == method.name and twin.cpus == 1
         assert twin.final_checkpoint("offline") == method.final_checkpoint("offline")
         assert twin.commands["online"][2] == f"{module}.train_online"
-        # the same online command apart from its run folder, and the naive key
-        expected = [a.replace(str(method.run_dir("online")), str(twin.run_dir("online")))
+        # the same online command apart from its run folder, its variant name, and the naive key
+        expected = [twin.algo if a == method.algo else a.replace(str(method.run_dir("online")), str(twin.run_dir("online")))
                     for a in method.commands["online"]] + switch_off[module]
         assert twin.commands["online"] == expected
         off = dict(zip(method.commands["offline"][3::2], method.commands["offline"][4::2]))

@@ -236,9 +236,10 @@ def test_offline_from_fine_tunes_the_source_trials_offline_run(tmp_path):
     assert naive.final_checkpoint("offline") == source.final_checkpoint("offline")
     assert naive.run_dir("online") == tmp_path / "out" / "a_naive" / "hopper-medium-gen" / "seed1" / "online"
     assert flag(naive.commands["online"], "--alpha_max") == "0" and "--alpha_max" not in source.commands["online"]
-    # the online commands differ only in the override and the run folder
+    # the online commands differ only in the override, the run folder and the variant that labels the runs
     differ = [(x, y) for x, y in zip(source.commands["online"], naive.commands["online"]) if x != y]
-    assert differ == [(str(source.run_dir("online")), str(naive.run_dir("online")))]
+    assert differ == [(str(source.run_dir("online")), str(naive.run_dir("online"))), ("a", "a_naive")]
+    assert flag(source.commands["offline"], "--variant") == "a"
     assert "offline: the offline run of a/hopper-medium-gen/seed1" in sweep._plan_text(list(trials.values()))
 
 

@@ -94,6 +94,37 @@ def test_wall_time_of_a_resumed_run_sums_its_segments(tmp_path, tiny_hopper_file
     assert load_checkpoint(resumed)["wall_s"] == 60.0
 
 
+def test_resume_takes_other_wandb_settings_and_variant_but_not_other_math(tmp_path, tiny_hopper_file, bc, monkeypatch):
+    """A killed run resumes under other wandb settings or another variant label (they change neither the data nor
+    the arithmetic) and ends with the uninterrupted run's metrics; another learning rate is still refused."""
+    agent, offline, _ = bc
+    offline.main(args(tiny_hopper_file, tmp_path / "full"))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, agent, 57)
+        with pytest.raises(KeyboardInterrupt):
+            offline.main(args(tiny_hopper_file, tmp_path / "killed", wandb_mode="offline"))
+    with pytest.raises(RunExistsError, match="lr"):
+        offline.main(args(tiny_hopper_file, tmp_path / "killed", lr=0.5))
+    offline.main(args(tiny_hopper_file, tmp_path / "killed", wandb_project="other", variant="bc_relabelled"))
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
+    assert yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())["variant"] == "bc_relabelled"
+
+
+def test_variants_of_one_algorithm_are_kept_apart(tmp_path, tiny_hopper_file, bc):
+    """Two online runs of one algorithm from one offline run, recorded as different variants, are two groups in the
+    plots and reports even when their folders are given without a sweep root to name them."""
+    from tools.plots import load_trials
+
+    _, offline, online = bc
+    ckpt = offline.main(args(tiny_hopper_file, tmp_path / "off", variant="plainbc"))
+    for variant in ("plainbc", "plainbc_other"):
+        online.main(["--checkpoint", str(ckpt), "--online_steps", "20", "--eval_every", "10", "--variant", variant,
+                     "--run_dir", str(tmp_path / variant)])
+    trials = load_trials([tmp_path / "off", tmp_path / "plainbc", tmp_path / "plainbc_other"])
+    assert sorted(t.algo for t in trials) == ["plainbc", "plainbc_other"]
+    assert all(t.offline_dir == (tmp_path / "off").resolve() for t in trials)
+
+
 def test_online_resume_equals_uninterrupted(tmp_path, tiny_hopper_file, bc, monkeypatch):
     agent, offline, online = bc
     ckpt = offline.main(args(tiny_hopper_file, tmp_path / "off"))

@@ -69,6 +69,12 @@ def _weight_metric(config: dict, records: list[dict]) -> str | None:
     return next((k for k in LEGACY_WEIGHT_METRICS if any(k in r for r in records)), None)
 
 
+def run_label(config: dict) -> str:
+    """What a run is called in plots, tables and reports: its variant (adaptive_bc_naive, ...) if its config records
+    one, else its algorithm; so a method is never averaged with its naive twin or another variant."""
+    return config.get("variant") or config.get("algo", "?")
+
+
 def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
     """Joins the given offline and online run folders into trials (an online run finds its offline one)."""
     offline: dict[Path, tuple[dict, list]] = {}
@@ -87,12 +93,12 @@ def load_trials(run_dirs: list[str | Path]) -> list[Trial]:
             offline[source] = layout.read_run(source)
         _, off_records = offline.get(source, (config, []))
         joined.add(source)
-        trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(off_records),
+        trials.append(Trial(run_label(config), config["dataset"], int(config["seed"]), _last_step(off_records),
                             off_records, records, source if off_records else None, run_dir,
                             _weight_metric(config, records)))
     for path, (config, records) in offline.items():
         if path not in joined:
-            trials.append(Trial(config.get("algo", "?"), config["dataset"], int(config["seed"]), _last_step(records),
+            trials.append(Trial(run_label(config), config["dataset"], int(config["seed"]), _last_step(records),
                                 records, [], path, None, _weight_metric(config, records)))
     return trials
 
@@ -261,7 +267,8 @@ def plot(trials: list[Trial], out: str | Path, title: str | None = None):
             top.set_xlim(-offline_len, online_len)
             bottom.set_xticklabels([f"{t / 1000:g}k" for t in ticks], fontsize=8)
         top.set_title(dataset_label(dataset))
-        top.set_ylabel("normalized score")
+        top.set_ylabel("normalized score ×100" + ("" if dataset.startswith(("d4rl:", "minari:")) else
+                                                   " (regenerated data)"))
         top.grid(alpha=0.3)
         top.legend(loc="lower right", fontsize=8)
         bottom.set_ylabel("regularisation weight")

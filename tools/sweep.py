@@ -52,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PHASES = layout.PHASES
 SCORE = "eval/normalized_score"
 # Set by the sweep for every run; an override of these would break the trial layout or the resources.
-MANAGED_KEYS = ("run_dir", "seed", "threads", "checkpoint")
+MANAGED_KEYS = ("run_dir", "seed", "threads", "checkpoint", "variant")
 LOCK_WAIT_S = 60.0  # a rerun right after a kill waits this long for the killed trial's processes to exit
 
 
@@ -261,7 +261,8 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
                         argv += ["--config", config]
                     if data["dataset"]:
                         argv += ["--dataset", data["dataset"]]
-                    argv += ["--seed", str(seed), "--run_dir", str(trial_dir / phase), "--threads", str(threads)]
+                    argv += ["--seed", str(seed), "--run_dir", str(trial_dir / phase), "--threads", str(threads),
+                             "--variant", algo]  # the sweep's name of the algorithm labels its runs everywhere
                     for key, value in overrides.items():
                         argv += [f"--{key}", value]
                     commands[phase] = argv

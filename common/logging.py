@@ -10,6 +10,32 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from common.errors import RunError
+from common.layout import read_config
+
+
+def wandb_run_id(run_dir: str | os.PathLike) -> str:
+    """A run folder's wandb id: the same on every start of that folder, so a resumed run continues its wandb run."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def wandb_identity(config: dict[str, Any], algo: str, phase: str, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """How a run appears in wandb: named <variant>/<dataset>/seed<k>/<phase>; grouped by (wandb_group if set,
+    variant, dataset) so a group's seeds aggregate in the UI; tagged; job_type = phase; an online run's config
+    names its offline run's wandb id."""
+    from common.layout import dataset_label, run_dir_of_checkpoint
+
+    variant = config.get("variant") or algo
+    dataset = dataset_label(str(config.get("dataset", "?")))
+    study = config.get("wandb_group")
+    extra = {"algo": algo, "phase": phase, "variant": variant}
+    if config.get("offline_checkpoint"):
+        extra["offline_wandb_run_id"] = wandb_run_id(run_dir_of_checkpoint(config["offline_checkpoint"]))
+    return {"project": config.get("wandb_project"), "group": "/".join(filter(None, [study, variant, dataset])),
+            "name": f"{variant}/{dataset}/seed{config.get('seed')}/{phase}", "job_type": phase,
+            "tags": sorted({algo, variant, dataset, phase, *([study] if study else [])}), "id": wandb_run_id(run_dir),
+            "config": {**config, **extra}}
+
 
 class RunLogger:
     """One JSON object per event: {"phase", "step", metric: value, ...} with unrounded floats.
@@ -23,13 +49,13 @@ class RunLogger:
         self.run_dir, self.phase = Path(run_dir), phase
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        self._wandb = self._init_wandb(config, algo)  # first: a wandb failure leaves metrics.jsonl as it was
         if resume_offset is None:
             self.path.write_text("")
         else:
             with open(self.path, "r+b") as f:
                 f.truncate(resume_offset)
         self._file = open(self.path, "a")
-        self._wandb = self._init_wandb(config, algo)
         self.last_score: float | None = None
         self.bar = tqdm(total=total_steps, initial=start_step, desc=f"{algo} {phase}", unit="step",
                         dynamic_ncols=True, mininterval=1.0)
@@ -40,10 +66,37 @@ class RunLogger:
             return None
         import wandb
 
-        run_id = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:12]  # resume = same run
-        return wandb.init(project=config.get("wandb_project"), group=config.get("wandb_group"),
-                          name=f"{algo}-{self.phase}-{self.run_dir.parent.name}", id=run_id, resume="allow",
-                          dir=str(self.run_dir), mode=mode, config={**config, "algo": algo, "phase": self.phase})
+        recorded = read_config(self.run_dir) if (self.run_dir / "config.yaml").is_file() else {}
+        saved = {**config, **recorded}  # config.yaml adds what the script recorded (its offline run, ...)
+        kwargs = wandb_identity(saved, algo, self.phase, self.run_dir)
+        debug = os.environ.get("OFFLINE_TO_ONLINE_DEBUG", "") not in ("", "0")
+        quiet = not debug and not any(k in os.environ for k in ("WANDB_SILENT", "WANDB_QUIET", "WANDB_CONSOLE"))
+        try:
+            run = wandb.init(**kwargs, resume="allow", dir=str(self.run_dir), mode=mode,
+                             settings=wandb.Settings(silent=True, console="off") if quiet else None)
+        except Exception as exc:  # noqa: BLE001 - no login, no network, a bad project name: one line, exit 2
+            raise RunError(f"wandb could not start ({mode} mode): {' '.join(str(exc).split())[:300]}. Log in "
+                           "(wandb login), or rerun with --wandb_mode offline (sync later) or disabled; the run "
+                           "resumes with either") from None
+        step = f"{self.phase}_step"  # curves against gradient steps offline and env steps online, not log calls
+        run.define_metric(step)
+        run.define_metric("*", step_metric=step)
+        return run
+
+    def log_final(self, checkpoint: Path, video: Path | None, score: float | None) -> None:
+        """At the end of a run, with wandb on: the rollout video and the exported policy (a model artifact)."""
+        if self._wandb is None:
+            return
+        import wandb
+
+        from common.inference import export_policy
+
+        if video is not None and Path(video).is_file():
+            self._wandb.log({"video/rollout": wandb.Video(str(video), format="mp4")})
+        policy = export_policy(checkpoint, self.run_dir / "policy.pt", f"{self.phase} phase, {checkpoint.name}", score)
+        artifact = wandb.Artifact(f"policy-{self._wandb.id}", type="model", metadata={"score": score})
+        artifact.add_file(str(policy))
+        self._wandb.log_artifact(artifact)
 
     def log(self, step: int, metrics: dict[str, float], unlogged: dict[str, float] | None = None) -> None:
         """`unlogged`: wall-clock values (speeds) that go to wandb and the bar only, keeping

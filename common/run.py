@@ -99,8 +99,8 @@ class Run:
             wall_s=self.wall_s()))
         layout.checkpoint_path(self.run_dir, "last").unlink(missing_ok=True)
         remove_temporaries(self.checkpoint_dir)
-        if self.cfg.video:
-            render_video(self, agent)
+        video = render_video(self, agent) if self.cfg.video else None
+        recorder.logger.log_final(final, video, recorder.logger.last_score)
         return final
 
     def release(self) -> None:

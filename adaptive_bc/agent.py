@@ -27,31 +27,31 @@ class Config(BaseConfig):
     # networks
     num_critics: int = 10  # N: Q-networks in the ensemble
     num_target_critics: int = 2  # M: random target critics whose minimum forms the TD target
-    hidden_dim: int = 256
+    hidden_dim: int = 256  # units of each hidden layer (actor and critics)
     normalize_states: bool = False  # official code: false
     # TD3 update
-    gamma: float = 0.99
-    tau: float = 0.005
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate of the target networks
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the critics
     policy_delay: int = 2  # actor and target updates every this many critic updates
     target_noise: float = 0.2  # std of the target policy smoothing noise (x max_action)
     noise_clip: float = 0.5  # (x max_action)
     # behaviour cloning weight
     alpha_offline: float = 0.4  # fixed during pretraining
     alpha_max: float = 0.4  # online: the controller starts here and never exceeds it
-    kp: float = 3e-5
-    kd: float = 1e-4
+    kp: float = 3e-5  # proportional gain of the α controller (per episode step)
+    kd: float = 1e-4  # gain on a drop below the running score (per episode step)
     r_target: float = 1.05  # target normalized score (fraction)
     # online fine-tuning
     exploration_noise: float = 0.1  # Gaussian action noise std (x max_action)
     utd: int = 10  # updates per environment step
     target: str = "redq"  # online TD target: redq (min of M random) | min (min over all N); offline: redq
     prefill_fraction: float = 0.05  # offline transitions put in the online buffer: max(fraction*|D|, prefill_min)
-    prefill_min: int = 50_000
+    prefill_min: int = 50_000  # at least this many offline transitions prefilled
     # online FIFO buffer size (prefill included); null: online_steps. The paper's protocol holds 250k, so a run
     # truncated to its first N steps sets buffer_capacity 250000 to keep the paper's buffer.
-    buffer_capacity: int | None = None
+    buffer_capacity: int | None = None  # online FIFO size, prefill included; null: online_steps
 
     _choices = {"target": ("redq", "min")}
 

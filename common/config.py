@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -34,22 +36,22 @@ RECORD_KEYS = ("algo", "phase", "offline_checkpoint", "regularization_metric")
 class BaseConfig:
     """Keys shared by every training script (tools such as plots and sweeps rely on these names)."""
 
-    dataset: str = "d4rl:hopper-medium-v2"
+    dataset: str = "d4rl:hopper-medium-v2"  # d4rl:<name>, minari:<id>, shared:<file> or a path to a D4RL-format file
     env: str | None = None  # null: taken from the dataset (D4RL name map or the file's metadata)
-    seed: int = 0
+    seed: int = 0  # seeds torch, numpy, the envs and the replay sampler
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # torch CPU threads; 1 per process when several run at once
-    batch_size: int = 256
-    offline_steps: int = 1_000_000
-    online_steps: int = 250_000
-    eval_every: int = 5_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 50_000
+    batch_size: int = 256  # transitions per update
+    offline_steps: int = 1_000_000  # gradient steps of offline pretraining
+    online_steps: int = 250_000  # environment steps of online fine-tuning
+    eval_every: int = 5_000  # steps between evaluations (and metric records)
+    eval_episodes: int = 10  # deterministic episodes per evaluation, stepped together
+    checkpoint_every: int = 50_000  # steps between checkpoints/last.pt (what a killed run resumes from)
     run_dir: str | None = None  # null: runs/<algo>/<dataset name>/seed<seed>/<phase>
     variant: str | None = None  # the run's name in a study (adaptive_bc_naive, ...); null: the algorithm's. Labels it
     wandb_mode: str = "offline"  # online | offline | disabled
-    wandb_project: str = "offline-to-online"
-    wandb_group: str | None = None
+    wandb_project: str = "offline-to-online"  # wandb project of the run
+    wandb_group: str | None = None  # a study name: wandb groups runs by (it, variant, dataset)
     video: bool = False  # render one deterministic episode to <run_dir>/video.mp4 when the run ends
 
     _choices = {
@@ -202,10 +204,36 @@ def parse_overrides(cls: type, tokens: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+_FIELD_LINE = re.compile(r"^\s+(\w+): [^=]+=.*?(?:#\s*(.*))?$")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each config key's one-line meaning: the comment on its line in the dataclass (read from the source of the
+    class and its bases; a test keeps every key documented)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            match = _FIELD_LINE.match(line)
+            if match and match.group(2) and not line.strip().startswith(("def ", "_")):
+                docs[match.group(1)] = match.group(2).strip()
+    return docs
+
+
 def build_parser(cls: type, description: str, extra: Sequence[tuple[str, dict]] = ()) -> argparse.ArgumentParser:
-    """Parser whose --help lists every config key with its default; keys are parsed by parse_config."""
-    defaults = cls()
-    lines = [f"  --{f.name} {getattr(defaults, f.name)!r}" for f in dataclasses.fields(cls)]
+    """Parser whose --help lists every config key with its type, default and meaning; keys are parsed by
+    parse_config."""
+    defaults, docs = cls(), field_docs(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"  --{f.name} ({kind}, default {getattr(defaults, f.name)!r})"
+                     + (f"\n      {docs[f.name]}" if docs.get(f.name) else ""))
     parser = argparse.ArgumentParser(
         description=description,
         epilog="config keys (override any with --key value):\n" + "\n".join(lines),

@@ -34,29 +34,29 @@ DEFAULT_LAMBDA = {"hopper": 0.1, "walker2d": 0.2, "halfcheetah": 0.05}
 class Config(BaseConfig):
     # VAE (behaviour density)
     vae_steps: int = 100_000  # VAE updates before the policy stage (skipped with vae_checkpoint)
-    vae_lr: float = 1e-3
-    vae_hidden: int = 750
+    vae_lr: float = 1e-3  # Adam learning rate of the VAE
+    vae_hidden: int = 750  # units of the VAE's hidden layers
     vae_latent_dim: int | None = None  # null: 2 · action_dim
     beta: float = 0.5  # KL weight; the density's decoder std is √(β/4)
     vae_checkpoint: str | None = None  # null: train a VAE; else a checkpoints/vae.pt to reuse
     # SPOT
     # Support-constraint weight λ (named lambd: lambda is a Python keyword). null: the issue's value for the
     # dataset's environment, hopper 0.1, walker2d 0.2, halfcheetah 0.05 (the offline script saves it resolved).
-    lambd: float | None = None
+    lambd: float | None = None  # support-constraint weight λ; null: hopper 0.1, walker2d 0.2, halfcheetah 0.05
     iwae: bool = False  # density penalty: false = VAE loss (ELBO surrogate), true = importance-weighted −log p̂
     num_samples: int = 1  # latent samples per state for the density penalty
     q_divergence_limit: float = 1e4  # stop with an error when the mean Q1(s, π(s)) exceeds this
     # TD3
-    hidden_dim: int = 256
+    hidden_dim: int = 256  # units of the actor's and critics' hidden layers
     actor_dropout: float = 0.1  # after each hidden actor layer; on in updates, off when acting
-    gamma: float = 0.99
-    tau: float = 0.005
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    policy_delay: int = 2
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate of the target networks
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of the critics
+    policy_delay: int = 2  # actor and target updates every this many critic updates
     target_noise: float = 0.2  # × max_action
     noise_clip: float = 0.5  # × max_action
-    normalize_states: bool = True
+    normalize_states: bool = True  # observations normalized with the dataset's mean and std
     # online fine-tuning
     exploration_noise: float = 0.1  # Gaussian std × max_action, action clipped to bounds
     lambda_end: float = 0.2  # λ_t = λ · max(lambda_end, 1 − t / lambda_decay_steps)

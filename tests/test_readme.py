@@ -10,7 +10,8 @@ import pytest
 
 from conftest import REPO
 
-READMES = sorted(p for p in [REPO / "README.md", *REPO.glob("*/README.md")] if ".git" not in p.parts)
+READMES = sorted(p for p in [REPO / "README.md", REPO / "RESULTS.md", *REPO.glob("*/README.md"),
+                              *REPO.glob("data/*.md")] if ".git" not in p.parts)
 
 
 def _code_blocks(text: str) -> list[str]:
@@ -49,8 +50,8 @@ def test_linked_images_and_videos_exist(readme):
     links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)  # markdown images
     links += re.findall(r'(?:src|href)="([^"]+\.(?:png|mp4|gif|jpg|svg|webm))"', text)  # html
     links += re.findall(r"\]\(([^)\s]+\.(?:png|mp4|gif|jpg|svg|webm))\)", text)  # plain links to media
-    if readme == REPO / "README.md":  # the front page shows the study's curves and the rollouts: never zero links
-        assert len(links) >= 4, f"README.md links {len(links)} images/videos; the link patterns no longer match"
+    minimum = {"README.md": 1, "RESULTS.md": 4}.get(readme.relative_to(REPO).as_posix(), 0)  # the study's curves; RESULTS also the rollouts
+    assert len(links) >= minimum, f"{readme.name} links {len(links)} images/videos; the link patterns no longer match"
     for link in links:
         if link.startswith(("http://", "https://")):
             continue
@@ -66,17 +67,19 @@ def test_truncated_study_table_matches_the_committed_runs():
 
     trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
     table = quality.readme_table([quality.run_quality(t) for t in trials])
-    section = (REPO / "README.md").read_text().split("### Learning: the truncated paper protocol", 1)[1]
-    section = section.split("\n### ", 1)[0]
-    assert table in section, f"README's truncated-study table is stale; it should read:\n{table}"
+    section = (REPO / "RESULTS.md").read_text().split("## Learning: the truncated paper protocol", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert table in section, f"RESULTS.md's truncated-study table is stale; it should read:\n{table}"
+    front = (REPO / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert table in front, f"README's results table is stale; it should read:\n{table}"
 
 
 def test_aggregate_view_matches_the_committed_runs():
-    """The README's across-datasets table is `python -m benchmarks.quality benchmarks/results/truncated --aggregate`."""
+    """RESULTS.md's across-datasets table is `python -m benchmarks.quality benchmarks/results/truncated --aggregate`."""
     from benchmarks import quality
     from tools.plots import load_labeled_trials
 
     trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
     runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
     table = quality.aggregate_markdown(quality.aggregate_view(runs))
-    assert table in (REPO / "README.md").read_text(), f"README's aggregate table is stale; it should read:\n{table}"
+    assert table in (REPO / "RESULTS.md").read_text(), f"RESULTS.md's aggregate table is stale; it should read:\n{table}"

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from common.errors import RunError
+from common.errors import RunError, yaml_problem
 
 
 class ConfigError(RunError, ValueError):
@@ -174,8 +174,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_problem(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value")
     return data

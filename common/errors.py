@@ -15,6 +15,14 @@ class RunError(Exception):
     """Base of every error whose message tells the user what was wrong and how to fix it."""
 
 
+def yaml_problem(path, exc: Exception) -> str:
+    """One line for a YAML file that does not parse: the file, the line and column, and what the parser saw."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: not valid YAML ({problem}); fix that line"
+
+
 def cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("OFFLINE_TO_ONLINE_DEBUG", "") not in ("", "0")

@@ -83,7 +83,13 @@ def find_run_dirs(path: str | os.PathLike, required: bool = True) -> list[Path]:
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    path = Path(run_dir) / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        from common.errors import RunError, yaml_problem
+
+        raise RunError(yaml_problem(path, exc)) from None
 
 
 def read_metrics(path: str | os.PathLike, tail_bytes: int | None = None) -> list[dict[str, Any]]:

@@ -121,7 +121,9 @@ class RunLogger:
         self.bar.update(n)
 
     def offset(self) -> int:
+        """The file's length, on disk (fsynced) before a checkpoint records it, so the two stay durable together."""
         self._file.flush()
+        os.fsync(self._file.fileno())
         return self._file.tell()
 
     def close(self) -> None:

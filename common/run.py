@@ -250,6 +250,13 @@ def _resume_payload(run_dir: Path, algo: str, phase: str, cfg: BaseConfig, finge
         raise RunExistsError(
             f"{run_dir} holds an unfinished run with a different config ({', '.join(sorted(changed))} differ); "
             "rerun with the same settings to resume, or choose another --run_dir")
+    metrics = run_dir / "metrics.jsonl"
+    size, expected = (metrics.stat().st_size if metrics.is_file() else 0), int(resume.get("logger_offset") or 0)
+    if size < expected:  # e.g. a power cut after last.pt was written but before the records reached the disk
+        raise RunExistsError(
+            f"{metrics} holds {size} bytes but its checkpoint {last.name} was written after {expected}: records the "
+            "run had written are gone, and resuming would leave a hole. Restore metrics.jsonl from a copy, or start "
+            "the run again in another --run_dir (this folder is left as it is)")
     saved_data = resume.get("dataset_fingerprint")
     if saved_data and saved_data != fingerprint:
         raise RunExistsError(

@@ -266,3 +266,18 @@ def test_threads_may_change_on_resume_last_pt_loads_and_files_are_0644(tmp_path,
     os.umask(umask)
     for path in (final, tmp_path / "run" / "metrics.jsonl"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("what", ["config", "sweep"])
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, what):
+    """A config file or a sweep file with a YAML syntax error: one line on stderr naming the file, line and column,
+    exit 2, no traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: shared:x.hdf5\nseeds: [0, 1\nalgorithms: {}\n")
+    module, args = (("adaptive_bc.train_offline", ["--config", str(bad)]) if what == "config"
+                    else ("tools.sweep", [str(bad), "--dry-run"]))
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert f"{bad}, line 3, column" in line and "not valid YAML" in line

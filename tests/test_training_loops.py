@@ -125,6 +125,25 @@ def test_variants_of_one_algorithm_are_kept_apart(tmp_path, tiny_hopper_file, bc
     assert all(t.offline_dir == (tmp_path / "off").resolve() for t in trials)
 
 
+@pytest.mark.parametrize("cut", [25, "all"])
+def test_metrics_shorter_than_the_checkpoint_says_are_refused_not_padded(tmp_path, tiny_hopper_file, bc, monkeypatch,
+                                                                          cut):
+    """After a power cut metrics.jsonl can end before the offset last.pt recorded. Resuming then refuses with one
+    clear error and leaves the file as it is (it used to pad it with NUL bytes)."""
+    agent, offline, _ = bc
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, agent, 57)
+        with pytest.raises(KeyboardInterrupt):
+            offline.main(args(tiny_hopper_file, tmp_path / "killed"))
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    data = metrics.read_bytes()
+    metrics.write_bytes(b"" if cut == "all" else data[:-cut])
+    before = metrics.read_bytes()
+    with pytest.raises(RunExistsError, match="records the run had written are gone"):
+        offline.main(args(tiny_hopper_file, tmp_path / "killed"))
+    assert metrics.read_bytes() == before and b"\0" not in before
+
+
 def test_online_resume_equals_uninterrupted(tmp_path, tiny_hopper_file, bc, monkeypatch):
     agent, offline, online = bc
     ckpt = offline.main(args(tiny_hopper_file, tmp_path / "off"))

@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from common import layout
+from common.errors import yaml_problem
 from common.layout import dataset_label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +207,11 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
-    spec = _mapping(yaml.safe_load(path.read_text()), str(path), TOP_KEYS)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepError(yaml_problem(path, exc)) from None
+    spec = _mapping(raw, str(path), TOP_KEYS)
     for key in ("seeds", "datasets", "algorithms"):
         if key not in spec:
             raise SweepError(f"{path} needs `{key}`")

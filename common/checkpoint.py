@@ -5,9 +5,11 @@ Written to a temporary file and renamed, so a kill never leaves a half-written c
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -45,6 +47,20 @@ def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def _write_failure(path: Path, exc: RuntimeError) -> BaseException:
+    """torch's zip writer turns a full disk into RuntimeError('[enforce fail at inline_container.cc…] unexpected
+    pos …' or '… file write failed'): the same one-line OSError as at the other write points (exit 2)."""
+    text = str(exc)
+    if "inline_container" not in text and "write failed" not in text and "unexpected pos" not in text:
+        return exc
+    free = shutil.disk_usage(path.parent).free
+    if free < 64 * 2**20:
+        return OSError(errno.ENOSPC, f"No space left on device while writing {path.name} ({free // 1024} KB free); "
+                       "free some space and rerun the same command: the run resumes from its last checkpoint",
+                       str(path))
+    return OSError(errno.EIO, f"could not write {path.name}: {text.splitlines()[0][:200]}", str(path))
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +68,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes it 0600; a checkpoint is as readable as the run's other files
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            try:
+                torch.save({"format": FORMAT, **payload}, f)
+            except RuntimeError as exc:  # torch's zip writer reports a failed write as "enforce fail ... pos"
+                raise _write_failure(path, exc) from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -72,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike, algo: str | None = None, kind: str 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(exc), re.IGNORECASE)
         if not found:
             raise CheckpointError(f"{path} is corrupted or not a checkpoint of this repository") from None
         raise CheckpointError(

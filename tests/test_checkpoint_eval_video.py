@@ -136,3 +136,48 @@ def _has_pyav() -> bool:
         return True
     except ImportError:
         return False
+
+
+class _System:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo code ran while loading",))
+
+
+def test_a_blocked_module_is_refused_as_code_not_called_corrupted(tmp_path):
+    """torch 2.13 words a blocked callable 'unsupported GLOBAL posix.system whose module posix is blocked': still a
+    refusal because loading could run code, not 'corrupted'."""
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "offline-to-online-checkpoint/1", "x": _System()}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*it references (posix|nt)\.system.*could run code"):
+        load_checkpoint(path)
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """torch's zip writer reports a full disk as RuntimeError('[enforce fail at inline_container.cc…] unexpected
+    pos …'); save_checkpoint turns it into the one-line 'No space left' OSError of the other write points (exit 2
+    through the scripts' error handler), and neither the temporary file nor a partial checkpoint stays."""
+    import shutil
+    from collections import namedtuple
+
+    import common.checkpoint as checkpoint
+    from common.checkpoint import save_checkpoint
+    from common.errors import cli
+
+    def full(payload, f):
+        f.write(b"PK\x03\x04" + b"\0" * 60)
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 576 vs 512")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 300_000, 300_000))
+    target = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(OSError, match="No space left on device while writing last.pt") as info:
+        save_checkpoint(target, {"step": 1})
+    assert info.value.errno == 28
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+    with pytest.raises(SystemExit) as code:
+        cli(lambda argv: save_checkpoint(target, {"step": 1}), [])
+    assert code.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: [Errno 28] No space left on device while writing last.pt")

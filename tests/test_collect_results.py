@@ -133,3 +133,20 @@ def test_committed_sweep_records_match_the_committed_runs(tmp_path):
                 assert config.get("variant") in (None, value) and run.parts[-4] == value
                 continue
             assert config[key] == yaml.safe_load(value), f"{run}: {key} ran as {config[key]!r}, the record says {value}"
+
+
+def test_a_collection_killed_midway_completes_on_rerun_and_leaves_only_whole_files(sweep_root, tmp_path):
+    """Killed between a run's config.yaml and its metrics.jsonl, or inside a file write: the rerun completes the run
+    (it used to refuse forever) and no hidden temporary file stays in the destination."""
+    dest = tmp_path / "results"
+    collect_results.main([str(sweep_root), str(dest)])
+    offline = dest / "adaptive_bc" / "tiny" / "seed0" / "offline"
+    (offline / "metrics.jsonl").unlink()  # killed after config.yaml ...
+    (offline / "result.json").unlink()
+    (offline / ".metrics.jsonl.k2j3.tmp").write_bytes(b"half a fi")  # ... inside the metrics.jsonl write
+    (dest / ".sweep.yaml.x1.tmp").write_text("see")
+    written = collect_results.main([str(sweep_root), str(dest)])
+    assert written == [offline]
+    assert sorted(p.name for p in offline.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
+    assert not list(dest.rglob(".*.tmp"))
+    assert collect_results.main([str(sweep_root), str(dest)]) == []  # and now it is whole: nothing to do

@@ -71,6 +71,12 @@ def _write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """The hidden .<name>.*.tmp files a killed collection left (a file is written to one, then renamed)."""
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def collect(source: Path, dest: Path) -> list[Path]:
     """Copies the finished runs under `source` to `dest`; returns the folders written (not the unchanged ones)."""
     source = Path(source).resolve()
@@ -80,17 +86,20 @@ def collect(source: Path, dest: Path) -> list[Path]:
     for run in runs:
         target = Path(dest) / run.relative_to(source)
         contents = {name: (run / name).read_bytes() for name in FILES}
-        if any((target / name).exists() for name in FILES):
-            differ = [n for n in FILES if not (target / n).is_file() or (target / n).read_bytes() != contents[n]]
-            if differ:
-                raise CollectError(f"{target} already holds a different {' and '.join(differ)} than {run}; nothing "
-                                   "was copied. Delete that folder to collect the run again.")
-            if (target / layout.RESULT).is_file():
-                continue  # collected before
+        present = [n for n in FILES if (target / n).is_file()]
+        differ = [n for n in present if (target / n).read_bytes() != contents[n]]
+        if differ:
+            raise CollectError(f"{target} already holds a different {' and '.join(differ)} than {run}; nothing "
+                               "was copied. Delete that folder to collect the run again.")
+        if len(present) == len(FILES) and (target / layout.RESULT).is_file():
+            continue  # collected before
+        # not collected, or a collection killed midway (some files, or a temporary one): (re)written below
         plans.append((run, target, contents))
     written = []
     # a sweep root's copy of its sweep file marks it (its folder names label the runs); other sweep files run into
     # the same root are kept beside it as sweep-<name>.yaml (tools.sweep.record_sweep_file)
+    if Path(dest).is_dir():
+        remove_stale_temporaries(Path(dest))
     if plans and (source / SWEEP_MARKER).is_file():
         for record in [source / SWEEP_MARKER, *sorted(source.glob("sweep-*.yaml"))]:
             if not (Path(dest) / record.name).is_file():
@@ -98,6 +107,7 @@ def collect(source: Path, dest: Path) -> list[Path]:
                 _write(Path(dest) / record.name, record.read_bytes())
     for run, target, contents in plans:  # checked all first: an error above leaves dest untouched
         target.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
         for name, data in contents.items():
             _write(target / name, data)
         _write(target / layout.RESULT, (json.dumps(result_of(run), indent=1) + "\n").encode())

@@ -18,6 +18,7 @@ import dataclasses
 import fcntl
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -136,10 +137,13 @@ def _refuse_foreign_contents(run_dir: Path, algo: str, phase: str, cfg: BaseConf
                 f"belongs to one run: choose another --run_dir for this {algo} {phase} run")
     results = [name for name in ("config.yaml", "metrics.jsonl") if (run_dir / name).exists()]
     if results and not layout.checkpoint_path(run_dir, "last").exists():
-        if not (run_dir / LOCK_FILE).exists():  # not started here by this code: e.g. copied or committed results
+        started_for = _lock_folder(run_dir)
+        if not (run_dir / LOCK_FILE).exists() or (started_for is not None and started_for != run_dir.resolve()):
+            # not started here by this code: committed results, or a run's folder copied here from elsewhere
             raise RunExistsError(
-                f"{run_dir} holds results ({', '.join(results)}) without a checkpoint to resume from; they are not "
-                "overwritten. Choose another --run_dir.")
+                f"{run_dir} holds results ({', '.join(results)}) without a checkpoint to resume from"
+                + (f" (copied from {started_for})" if started_for is not None and started_for != run_dir.resolve()
+                   else "") + "; they are not overwritten. Choose another --run_dir.")
         saved = {k: v for k, v in layout.read_config(run_dir).items() if k in _compared_keys(cfg)}
         now = {k: v for k, v in {**dataclasses.asdict(cfg), "env": env_id}.items() if k in _compared_keys(cfg)}
         if saved != now:
@@ -162,6 +166,17 @@ def _compared_keys(cfg: BaseConfig) -> set[str]:
 
 
 LOCK_FILE = ".lock"
+
+
+def _lock_folder(run_dir: Path) -> Path | None:
+    """The folder the run that left <run_dir>/.lock was started for (None: no lock, or one written before the lock
+    recorded it): a different one means the folder was copied here."""
+    try:
+        line = (run_dir / LOCK_FILE).read_text().strip()
+    except OSError:
+        return None
+    found = re.search(r"\) for (/.+)$", line)
+    return Path(found.group(1)) if found else None
 
 
 def _lock(run_dir: Path):
@@ -187,7 +202,7 @@ def _lock(run_dir: Path):
                              "to end, or choose another --run_dir") from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')}) for {run_dir.resolve()}\n")
     handle.flush()
     return handle
 

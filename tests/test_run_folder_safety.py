@@ -82,6 +82,28 @@ def test_other_phase_and_committed_results_are_refused_unchanged(tmp_path, tiny_
     assert digest(copy) == before  # not even a lock file was added
 
 
+def test_a_copied_folder_stopped_before_its_first_checkpoint_is_refused_not_retrained(tmp_path, tiny_hopper_file,
+                                                                                      monkeypatch):
+    """A run killed before its first checkpoint restarts in its own folder; the same folder copied elsewhere (.lock,
+    config.yaml, metrics.jsonl, no checkpoint) holds results and is refused like committed results."""
+    import shutil
+
+    args = ["--dataset", str(tiny_hopper_file), "--offline_steps", "40", "--eval_every", "5", "--checkpoint_every",
+            "30", *SMALL]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 12)  # two records (steps 5, 10), no checkpoint yet
+        with pytest.raises(KeyboardInterrupt):
+            train_offline.main([*args, "--run_dir", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    before = digest(tmp_path / "copy")
+    with pytest.raises(RunExistsError, match=r"without a checkpoint to resume from \(copied from .*run\)"):
+        train_offline.main([*args, "--run_dir", str(tmp_path / "copy")])
+    assert digest(tmp_path / "copy") == before
+    train_offline.main([*args, "--run_dir", str(tmp_path / "run")])  # the original restarts in place
+    assert (tmp_path / "run" / "checkpoints" / "offline.pt").is_file()
+
+
 # 2. two processes on one run folder: exactly one runs
 @pytest.mark.slow  # two training subprocesses
 def test_two_processes_started_together_one_runs_the_other_exits_2(tmp_path, tiny_hopper_file):

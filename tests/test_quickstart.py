@@ -16,14 +16,16 @@ def test_quickstart_runs_then_reports_done(tmp_path):
 
     def quickstart() -> str:
         out = subprocess.run([sys.executable, "-m", "quickstart", "--algos", "spot", "--runs", str(runs)], cwd=REPO,
-                             capture_output=True, text=True, timeout=900)
+                             capture_output=True, text=True, timeout=1800)  # ~2 min idle; slow kernels + a busy machine: 10
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout
 
     first = quickstart()
     row = next(line for line in first.splitlines() if line.startswith("| spot |"))
     offline_final, online_final = (float(x) for x in row.split("|")[2].split("→"))
-    assert offline_final > 20 and online_final > 20  # the committed quickstart run: 38.4 → 37.4
+    # Learned, on any CPU: an untrained actor scores 1–6 on hopper; measured 38.4 → 37.4 (the committed run), 37.4 →
+    # 24.8 on the SSE4.2 kernel path (a 5-episode hopper evaluation moves by tens of points with the floats)
+    assert offline_final > 15 and online_final > 10
     assert row.split("|")[3].strip().endswith(" s") and row.split("|")[4].strip().endswith(" s")
     assert str(runs / "spot" / "hopper-medium-mini" / "seed0" / "online" / "video.mp4") in first
     again = quickstart()

@@ -16,7 +16,7 @@ def test_quickstart_runs_then_reports_done(tmp_path):
 
     def quickstart() -> str:
         out = subprocess.run([sys.executable, "-m", "quickstart", "--algos", "spot", "--runs", str(runs)], cwd=REPO,
-                             capture_output=True, text=True, timeout=1800)  # ~2 min idle; slow kernels + a busy machine: 10
+                             capture_output=True, text=True, timeout=1800)  # ~2 min when idle
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout
 

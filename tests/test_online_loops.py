@@ -55,11 +55,13 @@ LIMIT = {"adaptive_bc": 17, "spot": 23}
 
 @pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])
 def test_truncation_bootstraps_and_termination_does_not(algo, offline_checkpoints, tmp_path, monkeypatch):
-    """Hopper with a time limit short enough that these tiny policies' episodes (13–59 steps) end both ways. Every stored transition's terminal flag must be the
-    env's `terminated` (never `truncated`), and its next observation the env's, not the next episode's reset."""
+    """Hopper with a time limit short enough that these tiny policies' episodes (13–59 steps) end both ways. Every
+    stored transition's terminal flag must be the env's `terminated` (never `truncated`), and its next observation
+    the env's, not the next episode's reset."""
     _, checkpoints = offline_checkpoints
     make_env = common.run.make_env
-    monkeypatch.setattr(common.run, "make_env", lambda env_id, seed: make_env(env_id, seed, max_episode_steps=LIMIT[algo]))
+    monkeypatch.setattr(common.run, "make_env",
+                        lambda env_id, seed: make_env(env_id, seed, max_episode_steps=LIMIT[algo]))
     steps, stored = [], []
     env_step, add = OnlineEnv.step, ReplayBuffer.add
 

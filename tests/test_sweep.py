@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 TYPES = {"dataset": str, "seed": int, "run_dir": str, "threads": int, "device": str, "offline_steps": int,
-         "online_steps": int, "eval_every": int, "wandb_mode": str, "step_seconds": float, "score": float}
+         "online_steps": int, "eval_every": int, "wandb_mode": str, "step_seconds": float, "score": float,
+         "variant": str}  # every algorithm takes common.config.BaseConfig's keys; the sweep sets variant
 
 def main(phase):
     values = {"offline_steps": 4, "online_steps": 4, "eval_every": 2, "step_seconds": 0.0, "score": 10.0}

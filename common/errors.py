@@ -27,6 +27,8 @@ def cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | No
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("OFFLINE_TO_ONLINE_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if debug:  # the rest of the run reads it too (wandb's banners are shown only then)
+        os.environ["OFFLINE_TO_ONLINE_DEBUG"] = "1"
     try:
         main(argv)
     except (RunError, OSError, FloatingPointError) as exc:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import RunError, yaml_problem
+
 PHASES = ("offline", "online")
 CHECKPOINTS = "checkpoints"
 RESULT = "result.json"  # what a copied, finished run keeps of its checkpoints: that it finished, and its wall time
@@ -87,8 +89,6 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        from common.errors import RunError, yaml_problem
-
         raise RunError(yaml_problem(path, exc)) from None
 
 

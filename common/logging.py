@@ -37,6 +37,14 @@ def wandb_identity(config: dict[str, Any], algo: str, phase: str, run_dir: str |
             "config": {**config, **extra}}
 
 
+def step_by_phase(run, phase: str):
+    """Every metric of a wandb run plotted against `<phase>_step` (gradient steps offline, env steps online), not
+    against wandb's count of log calls; returns the run."""
+    run.define_metric(f"{phase}_step")
+    run.define_metric("*", step_metric=f"{phase}_step")
+    return run
+
+
 class RunLogger:
     """One JSON object per event: {"phase", "step", metric: value, ...} with unrounded floats.
 
@@ -78,10 +86,7 @@ class RunLogger:
             raise RunError(f"wandb could not start ({mode} mode): {' '.join(str(exc).split())[:300]}. Log in "
                            "(wandb login), or rerun with --wandb_mode offline (sync later) or disabled; the run "
                            "resumes with either") from None
-        step = f"{self.phase}_step"  # curves against gradient steps offline and env steps online, not log calls
-        run.define_metric(step)
-        run.define_metric("*", step_metric=step)
-        return run
+        return step_by_phase(run, self.phase)
 
     def log_final(self, checkpoint: Path, video: Path | None, score: float | None) -> None:
         """At the end of a run, with wandb on: the rollout video and the exported policy (a model artifact)."""

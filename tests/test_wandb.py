@@ -71,3 +71,14 @@ def test_a_wandb_failure_is_one_line_and_leaves_the_folder_as_it_was(tmp_path, t
     assert lines[-1].startswith("error: wandb could not start (online mode): api_key not configured")
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_debug_flag_reaches_the_run_so_wandb_banners_show(monkeypatch):
+    """`--debug` is taken off the command line by the error handler and told to the rest of the run (the logger shows
+    wandb's banners only then)."""
+    from common.errors import cli
+
+    monkeypatch.delenv("OFFLINE_TO_ONLINE_DEBUG", raising=False)
+    seen = []
+    cli(lambda argv: seen.append((argv, __import__("os").environ.get("OFFLINE_TO_ONLINE_DEBUG"))), ["--x", "--debug"])
+    assert seen == [(["--x"], "1")]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import layout
 from common.errors import RunError, cli
-from common.logging import wandb_identity
+from common.logging import step_by_phase, wandb_identity
 from tools.plots import SWEEP_MARKER
 
 
@@ -51,8 +51,7 @@ def import_runs(root: Path, out: Path, project: str = "offline-to-online", study
         target.mkdir(parents=True, exist_ok=True)
         run = wandb.init(**identity, dir=str(target), mode="offline", settings=wandb.Settings(silent=True, console="off"))
         step_key = f"{phase}_step"
-        run.define_metric(step_key)
-        run.define_metric("*", step_metric=step_key)
+        step_by_phase(run, phase)
         for record in layout.read_metrics(run_dir):
             run.log({**{k: v for k, v in record.items() if k not in ("phase", "step")}, step_key: record["step"]})
         run.finish()

@@ -1,6 +1,7 @@
 """Gymnasium environments: creation, seeding, and checks against the dataset."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import gymnasium as gym
@@ -13,8 +14,30 @@ class EnvMismatchError(RunError, ValueError):
     pass
 
 
+# MuJoCo warnings about gymnasium's own model files, printed once per env made: not ours to fix, and they bury the
+# run's own lines. Every other MuJoCo warning still reaches the console (as a Python warning).
+KNOWN_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)  # half_cheetah.xml, mujoco>=3.3
+
+
+@contextlib.contextmanager
+def _known_mujoco_warnings_dropped():
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if not message.startswith(KNOWN_MUJOCO_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def gym_make(env_id: str, **kwargs) -> gym.Env:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _known_mujoco_warnings_dropped():
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # v4 envs are deliberate (D4RL)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:

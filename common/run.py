@@ -294,8 +294,10 @@ def render_video(run: Run, agent) -> Path | None:
 
         info = render_episode(agent.act, run.env_id, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as exc:  # noqa: BLE001 - any GL/ffmpeg failure
-        print(f"video not rendered ({type(exc).__name__}: {exc}). Offscreen MuJoCo needs MUJOCO_GL=egl "
-              "(libegl1) or MUJOCO_GL=osmesa (libosmesa6).")
+        from common.gl import INSTALL_HINT
+
+        hint = "" if INSTALL_HINT in str(exc) else f" To render: {INSTALL_HINT}."
+        print(f"video not rendered ({type(exc).__name__}: {exc}).{hint}")
         return None
     score = float(run.dataset.normalized_score(info["return"]))
     print(f"wrote {path}: return {info['return']:.1f}, normalized score {score:.1f}, {info['length']} steps")

@@ -11,25 +11,41 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 CELLS = [
     new_markdown_cell(
         "# Watch a trained policy\n\n"
-        "Loads a shipped model (`models/`) or any adaptive_bc or spot checkpoint through the code the training scripts use (observation "
-        "normalization included), rolls out deterministic episodes, prints returns and D4RL normalized "
-        "scores, and renders one episode to `video/`. Works locally and in Colab."),
+        "Loads a shipped model (`models/`) or any adaptive_bc or spot checkpoint through the code the training scripts "
+        "use (observation normalization included), rolls out deterministic episodes, prints returns and D4RL "
+        "normalized scores, and renders one episode to `video/<dataset>_<algo>_<phase>.mp4`.\n\n"
+        "**Colab**: set `REPO_URL` in the first cell to this repository's git URL (or upload the repository), then "
+        "*Run all*. The first cell clones it, installs only what watching needs (`requirements-watch.txt`; Colab has "
+        "torch) and sets up offscreen rendering: EGL through the GPU driver on a GPU runtime, else OSMesa on the CPU. "
+        "Locally (`pip install -r requirements.txt`) the first cell only finds the repository root."),
     new_code_cell(
-        "# Setup. In Colab: fetch the repository if needed, install it, render with EGL. Locally: nothing to do.\n"
+        "REPO_URL = ''  # Colab: this repository's git URL, e.g. 'https://github.com/<owner>/<repo>.git'\n"
         "import os, subprocess, sys\n"
-        "os.environ.setdefault('MUJOCO_GL', 'egl')\n"
+        "REPO_URL = os.environ.get('O2O_REPO_URL', REPO_URL)\n"
         "if 'google.colab' in sys.modules:\n"
-        "    REPO_URL = os.environ.get('O2O_REPO_URL', '')  # set to this repository's git URL if not uploaded\n"
-        "    if not os.path.exists('requirements.txt'):\n"
-        "        if not REPO_URL:\n"
-        "            raise SystemExit('Upload the repository or set O2O_REPO_URL to its git URL, then rerun this cell')\n"
-        "        subprocess.run(['git', 'clone', REPO_URL, 'repo'], check=True)\n"
-        "        os.chdir('repo')\n"
-        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-r', 'requirements.txt'], check=True)\n"
-        "    subprocess.run(['apt-get', 'install', '-y', '-qq', 'libegl1'], check=False)\n"
+        "    if not os.path.exists('requirements-watch.txt'):\n"
+        "        if not os.path.exists('offline-to-online'):\n"
+        "            if not REPO_URL:\n"
+        "                raise SystemExit('Set REPO_URL in this cell to the repository git URL (or upload the repository), then rerun')\n"
+        "            subprocess.run(['git', 'clone', '--depth', '1', REPO_URL, 'offline-to-online'], check=True)\n"
+        "        os.chdir('offline-to-online')\n"
+        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-r', 'requirements-watch.txt'], check=True)\n"
+        "    # offscreen OpenGL the way MuJoCo's own Colab notebooks set it up: NVIDIA's EGL on a GPU runtime ...\n"
+        "    import shutil\n"
+        "    if shutil.which('nvidia-smi') and subprocess.run(['nvidia-smi'], capture_output=True).returncode == 0:\n"
+        "        vendor = '/usr/share/glvnd/egl_vendor.d/10_nvidia.json'\n"
+        "        if not os.path.exists(vendor):\n"
+        "            with open(vendor, 'w') as f:\n"
+        "                f.write('{\"file_format_version\": \"1.0.0\", \"ICD\": {\"library_path\": \"libEGL_nvidia.so.0\"}}')\n"
+        "    # ... and the system libraries (OSMesa: the CPU fallback), installed once\n"
+        "    import ctypes.util\n"
+        "    if not (ctypes.util.find_library('EGL') and ctypes.util.find_library('OSMesa')):\n"
+        "        subprocess.run('apt-get update -qq && apt-get install -y -qq libegl1 libosmesa6 > /dev/null', shell=True)\n"
         "elif not os.path.exists('common') and os.path.exists('../common'):\n"
         "    os.chdir('..')  # opened from a subfolder\n"
-        "sys.path.insert(0, os.getcwd())"),
+        "sys.path.insert(0, os.getcwd())\n"
+        "from common.gl import choose_gl_backend\n"
+        "print('rendering with MUJOCO_GL =', choose_gl_backend())"),
     new_code_cell(
         "# What to load: a shipped model by name (models/<dataset>_<algo>_<phase>.pt, no training needed), or a\n"
         "# checkpoint path (any run's offline.pt / online.pt), or the newest under runs/ (of ALGO if set).\n"
@@ -63,9 +79,10 @@ CELLS = [
     new_code_cell(
         "from IPython.display import Video, display\n"
         "from common.video import render_episode\n\n"
-        "name = f\"{info['algo']}_{Path(str(info['dataset'])).stem.replace('/', '_').replace(':', '_')}\"\n"
-        "video_path = Path('video') / f'{name}.mp4'\n"
-        "episode = render_episode(agent.act, info['env_id'], video_path, seed=SEED, max_steps=VIDEO_STEPS)\n"
+        "dataset = Path(str(info['dataset'])).stem.replace('/', '_').replace(':', '_')\n"
+        "video_path = Path('video') / f\"{dataset}_{info['algo']}_{info['phase']}.mp4\"  # a shipped model's own name\n"
+        "label = f\"{info['algo']} {info['phase']} (step {info['step']})\\n{dataset}\"\n"
+        "episode = render_episode(agent.act, info['env_id'], video_path, seed=SEED, max_steps=VIDEO_STEPS, label=label)\n"
         "print(f\"{video_path}: return {episode['return']:.1f}, {episode['length']} steps\")\n"
         "display(Video(str(video_path), embed=True, width=480))"),
 ]
@@ -103,17 +120,24 @@ PLOT_CELLS = [
 ]
 
 
+def _stable_ids(nb: nbformat.NotebookNode, ids: list[str] | None = None) -> nbformat.NotebookNode:
+    """Cell ids that do not change on every regeneration (nbformat draws random ones)."""
+    for i, cell in enumerate(nb.cells):
+        cell.id = ids[i] if ids and i < len(ids) else f"cell-{i}"
+    return nb
+
+
 def build_plots() -> nbformat.NotebookNode:
     nb = new_notebook(cells=PLOT_CELLS)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
+    return _stable_ids(nb, ["1f61c758", "93f34de1", "fd615764"])
 
 
 def build() -> nbformat.NotebookNode:
     nb = new_notebook(cells=CELLS)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["colab"] = {"provenance": []}
-    return nb
+    return _stable_ids(nb)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from common.evaluation import evaluate
 from common.utils import seed_everything
+from conftest import REPO
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -108,6 +109,55 @@ def test_rendered_video_decodes_to_frames_of_expected_size(tmp_path):
     assert corner > 20 and np.abs(plain[80:].astype(int) - marked[80:].astype(int)).mean() < 3
 
 
+def test_the_drawn_floor_follows_a_fast_robot_and_leaves_the_physics_alone(tmp_path):
+    """HalfCheetah's floor is drawn 40 m each way; the shipped runner passes that at ~150 frames. The video keeps a
+    checkerboard under it to the end, and its return equals a plain rollout's (the floor moves only in the drawing)."""
+    imageio = pytest.importorskip("imageio.v3")
+    from common.envs import gym_make
+    from common.inference import load_agent
+    from common.video import render_episode
+
+    agent, info = load_agent(REPO / "models" / "halfcheetah-medium-gen_adaptive_bc_online.pt")
+    out = tmp_path / "run.mp4"
+    steps = 250
+    rendered = render_episode(agent.act, info["env_id"], out, seed=0, max_steps=steps, width=96, height=96)
+    env = gym_make(info["env_id"])
+    obs, _ = env.reset(seed=0)
+    total = 0.0
+    for _ in range(steps):
+        obs, reward, *_ = env.step(agent.act(obs[None].astype(np.float32))[0])
+        total += float(reward)
+    assert env.unwrapped.data.qpos[0] > 60  # it did run past the 40 m the floor is drawn
+    env.close()
+    assert rendered["return"] == total
+    frames = imageio.imread(out)
+    ground = frames[:, 70:].astype(float)  # the lower part of each frame: floor, not robot
+    assert ground.std(axis=(1, 2, 3)).min() > 40  # black and grey squares in every frame, never a plain void
+
+
+def test_the_floor_is_moved_by_whole_texture_periods():
+    """_floor's period is the checkerboard's: the floor shifted by one period draws the same picture, by half a
+    period a different one (so the moving floor never jumps)."""
+    from common.envs import gym_make
+    from common.video import _floor
+
+    for env_id in ("HalfCheetah-v5", "Hopper-v5"):
+        env = gym_make(env_id, render_mode="rgb_array", width=64, height=64)
+        env.reset(seed=0)
+        geom, period = _floor(env.unwrapped.model)
+        data = env.unwrapped.data
+
+        def picture(shift):
+            data.geom_xpos[geom][0] = shift
+            return env.render().astype(int)
+
+        base = picture(0.0)
+        assert np.abs(picture(period) - base).mean() < 0.5, env_id
+        assert np.abs(picture(3 * period) - base).mean() < 0.5, env_id
+        assert np.abs(picture(period / 2) - base).mean() > 10, env_id
+        env.close()
+
+
 def test_gif_preview_keeps_every_nth_frame_at_the_same_speed(tmp_path):
     import imageio.v2 as imageio
     from PIL import Image
@@ -181,3 +231,24 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_leaves_nothing(tm
     assert code.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: [Errno 28] No space left on device while writing last.pt")
+
+
+def test_making_an_env_prints_no_known_mujoco_warning_but_passes_others_on(tmp_path, monkeypatch, capfd):
+    """half_cheetah.xml's deprecated 'settotalmass' made MuJoCo print a WARNING line (and write MUJOCO_LOG.TXT) for
+    every env a run made; it is dropped, any other MuJoCo warning becomes a Python warning."""
+    import warnings
+
+    import mujoco
+
+    from common import envs
+
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        envs.gym_make("HalfCheetah-v5").close()
+    captured = capfd.readouterr()
+    assert "settotalmass" not in captured.out + captured.err + " ".join(str(w.message) for w in caught)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert mujoco.get_mju_user_warning() is None  # the handler is MuJoCo's own again outside gym_make
+    with envs._known_mujoco_warnings_dropped(), pytest.warns(RuntimeWarning, match="MuJoCo: something else"):
+        mujoco.get_mju_user_warning()("something else")

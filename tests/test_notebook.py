@@ -113,7 +113,7 @@ def test_inference_notebook_executes(tmp_path, monkeypatch, algo):
     assert text.count("normalized score") >= 3  # two episodes and the mean
     assert "mean normalized score" in text
     videos = list((work / "video").glob("*.mp4"))
-    assert [v.name for v in videos] == [f"{algo}_tiny-hopper.mp4"]
+    assert [v.name for v in videos] == [f"tiny-hopper_{algo}_offline.mp4"]
     html = [out for out in nb.cells[-1].outputs if out.get("output_type") == "display_data"]
     assert html and "video" in str(html[0]["data"].get("text/html", ""))
     errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
@@ -139,4 +139,84 @@ def test_inference_notebook_opens_a_shipped_model_by_default(tmp_path, monkeypat
     assert "halfcheetah-medium-gen_adaptive_bc_online" in text.split("shipped models:")[1].splitlines()[0]
     assert "adaptive_bc on halfcheetah-medium-gen (online checkpoint, step 20000)" in text
     assert "models/halfcheetah-medium-gen_adaptive_bc_online.pt" in text
-    assert [v.name for v in (work / "video").glob("*.mp4")] == ["adaptive_bc_halfcheetah-medium-gen.mp4"]
+    assert [v.name for v in (work / "video").glob("*.mp4")] == ["halfcheetah-medium-gen_adaptive_bc_online.mp4"]
+
+
+SLIM = ("common", "adaptive_bc", "spot", "models", "inference.ipynb", "requirements-watch.txt")
+
+
+def test_requirements_watch_pins_what_requirements_pins():
+    def pins(name):
+        lines = (REPO / name).read_text().splitlines()
+        return dict(line.split("#")[0].strip().split("==") for line in lines if "==" in line.split("#")[0])
+
+    watch, full = pins("requirements-watch.txt"), pins("requirements.txt")
+    assert watch and all(full[name] == version for name, version in watch.items())
+    assert "torch" not in watch  # Colab has its own (CUDA) torch; reinstalling it would take minutes
+
+
+@pytest.mark.slow  # builds a virtual environment (~1-2 min) and starts a kernel in it
+def test_inference_notebook_runs_as_in_a_fresh_colab_runtime(tmp_path, monkeypatch):
+    """The first cell as Colab runs it: clone REPO_URL, install requirements-watch.txt, set up rendering, then the
+    default shipped model plays. The kernel runs in a venv holding only torch + requirements-watch.txt + ipykernel
+    (what a Colab runtime has), with google.colab importable and no MUJOCO_GL set."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from nbclient import NotebookClient
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    torch_version = __import__("torch").__version__.split("+")[0]
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={torch_version}", "ipykernel",
+                    "-r", str(REPO / "requirements-watch.txt")], check=True, capture_output=True)
+    missing = subprocess.run([str(python), "-c", "import ray, wandb"], capture_output=True)
+    assert missing.returncode != 0  # really the slim install, not requirements.txt
+
+    # the "published" repository: the working tree's files the notebook needs, committed to a git repo
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    for name in SLIM:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, origin / name)
+    for name in origin.rglob("__pycache__"):
+        shutil.rmtree(name, ignore_errors=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(git + args, check=True)
+
+    # a kernel in the venv that has google.colab loaded, as Colab's kernels do
+    fake = tmp_path / "fake_colab"
+    (fake / "google" / "colab").mkdir(parents=True)
+    (fake / "google" / "colab" / "__init__.py").write_text("")
+    (fake / "google" / "__init__.py").write_text("")
+    kernel_dir = tmp_path / "jupyter" / "kernels" / "colab-like"
+    kernel_dir.mkdir(parents=True)
+    launch = "import google.colab; from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-c", launch, "-f", "{connection_file}"], "display_name": "colab-like",
+        "language": "python", "env": {"PYTHONPATH": str(fake)}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    for var in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "O2O_CHECKPOINT", "O2O_MODEL", "O2O_ALGO", "PYTHONPATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("O2O_REPO_URL", str(origin))
+    monkeypatch.setenv("O2O_EPISODES", "1")
+    monkeypatch.setenv("O2O_VIDEO_STEPS", "20")
+
+    content = tmp_path / "content"  # Colab's working folder
+    content.mkdir()
+    nb = nbformat.read(REPO / "inference.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="colab-like", resources={"metadata": {"path": str(content)}}).execute()
+    errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert errors == []
+    text = "\n".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    assert "rendering with MUJOCO_GL = egl" in text
+    assert "adaptive_bc on halfcheetah-medium-gen (online checkpoint, step 20000)" in text
+    assert "mean normalized score" in text
+    clone = content / "offline-to-online"
+    assert [v.name for v in (clone / "video").glob("*.mp4")] == ["halfcheetah-medium-gen_adaptive_bc_online.mp4"]
+    html = [out for out in nb.cells[-1].outputs if out.get("output_type") == "display_data"]
+    assert html and "video" in str(html[0]["data"].get("text/html", ""))

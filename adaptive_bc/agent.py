@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from adaptive_bc.networks import Actor, EnsembleCritic, upgrade_critic_state
 from common.buffer import Batch
 from common.checkpoint import load_module_state
-from common.config import BaseConfig, ConfigError, field_names, from_dict
+from common.algorithm import config_from_payload
+from common.config import BaseConfig, ConfigError
 from common.normalizer import ObsNormalizer
 from common.utils import set_learning_rate
 
 ALGO = "adaptive_bc"
+WEIGHT_METRIC = "train/alpha"  # the BC weight α: plots draw it under the scores
 
 
 @dataclasses.dataclass
@@ -199,8 +201,7 @@ class RedqBcAgent:
 
 def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:
     """An agent that acts as the exported policy (its critics are untrained: it is for acting only)."""
-    names = set(field_names(Config))
-    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="model config")
+    cfg = config_from_payload(Config, payload, where="model config")
     state = payload["policy"]
     dims = state["dims"]
     agent = RedqBcAgent(dims["obs"], dims["act"], dims["max_action"], cfg, device,
@@ -211,8 +212,7 @@ def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> Redq
 
 def agent_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:
     """Rebuilds the agent of an offline.pt / online.pt payload (used by common.inference.load_agent)."""
-    names = set(field_names(Config))
-    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="checkpoint config")
+    cfg = config_from_payload(Config, payload)
     state = payload["agent"]
     dims = state["dims"]
     normalizer = ObsNormalizer.from_state_dict(state["normalizer"], device)

@@ -25,24 +25,28 @@ def next_alpha(alpha: float, r_avg: float, score: float, length: int, *, kp: flo
 
 @dataclasses.dataclass
 class AlphaController:
+    """The controller's constants and its one state, R_avg. α itself is the agent's (`agent.alpha`, in the agent's
+    checkpoint): `start` and `episode_end` return the α to use, from the α in use."""
+
     alpha_max: float = 0.4
     kp: float = 3e-5
     kd: float = 1e-4
     r_target: float = 1.05
-    alpha: float = 0.4
     r_avg: float = 0.0
 
-    def start(self, initial_score: float) -> None:
-        """Before online training: alpha = alpha_max, R_avg = the pretrained policy's score (one episode)."""
-        self.alpha, self.r_avg = float(self.alpha_max), float(initial_score)
+    def start(self, initial_score: float) -> float:
+        """Before online training: R_avg = the pretrained policy's score (one episode); returns α = alpha_max."""
+        self.r_avg = float(initial_score)
+        return float(self.alpha_max)
 
-    def episode_end(self, score: float, length: int) -> float:
-        self.alpha, self.r_avg = next_alpha(self.alpha, self.r_avg, float(score), int(length), kp=self.kp,
-                                            kd=self.kd, r_target=self.r_target, alpha_max=self.alpha_max)
-        return self.alpha
+    def episode_end(self, alpha: float, score: float, length: int) -> float:
+        """After a training episode of normalized score `score` (a fraction) and `length` steps: the next α."""
+        alpha, self.r_avg = next_alpha(float(alpha), self.r_avg, float(score), int(length), kp=self.kp, kd=self.kd,
+                                       r_target=self.r_target, alpha_max=self.alpha_max)
+        return alpha
 
     def state_dict(self) -> dict:
-        return {"alpha": self.alpha, "r_avg": self.r_avg}
+        return {"r_avg": self.r_avg}
 
     def load_state_dict(self, state: dict) -> None:
-        self.alpha, self.r_avg = float(state["alpha"]), float(state["r_avg"])
+        self.r_avg = float(state["r_avg"])  # (checkpoints before α moved to the agent also hold an equal "alpha")

@@ -16,15 +16,15 @@ from common.buffer import ReplayBuffer
 from common.config import parse_config
 from common.errors import cli
 from common.normalizer import ObsNormalizer
-from common.run import Recorder, start_run
+from common.recorder import Recorder
+from common.run import start_run
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg, _ = parse_config(Config, argv, description=__doc__)
     run = start_run(cfg, ALGO, "offline")
     dataset = run.dataset
-    normalizer = (ObsNormalizer.from_observations(dataset.observations, device=run.device) if cfg.normalize_states
-                  else ObsNormalizer.identity(dataset.obs_dim, device=run.device))
+    normalizer = ObsNormalizer.for_dataset(dataset, cfg.normalize_states, run.device)
     agent = RedqBcAgent(dataset.obs_dim, dataset.act_dim, run.max_action, cfg, run.device, normalizer)
     agent.alpha = cfg.alpha_offline
     buffer = ReplayBuffer.from_dataset(dataset, online_capacity=0, device=run.device, seed=cfg.seed)

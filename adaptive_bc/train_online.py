@@ -7,7 +7,7 @@ Default run dir: the offline run's sibling `online` folder. Rerunning a killed c
 The loop: evaluate the pretrained policy (α starts at alpha_max, the running score at that evaluation's first
 episode) → then per env step: act with Gaussian exploration noise → step the env → store the transition → `utd`
 updates → every eval_every steps evaluate and write a record → at an episode end, the α controller's step
-(adaptive_bc/controller.py) and, after each checkpoint_every steps, last.pt.
+(adaptive_bc/controller.py) → every checkpoint_every steps, last.pt (mid-episode too: the env's state is in it).
 """
 from __future__ import annotations
 
@@ -20,19 +20,17 @@ from adaptive_bc.controller import AlphaController
 from common.buffer import ReplayBuffer
 from common.config import parse_online_config
 from common.errors import cli
-from common.layout import online_run_dir_for, run_dir_of_checkpoint
 from common.normalizer import ObsNormalizer
-from common.run import OnlineEnv, Recorder, explore, next_checkpoint_after, start_run
+from common.online import start_online_run
+from common.recorder import Recorder
 
 ARCHITECTURE_KEYS = ("num_critics", "hidden_dim", "normalize_states")  # fixed by the checkpoint's networks
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg, checkpoint, offline = parse_online_config(Config, argv, ALGO, __doc__, ARCHITECTURE_KEYS)
-    run = start_run(cfg, ALGO, "online", run_dir=online_run_dir_for(run_dir_of_checkpoint(checkpoint)),
-                    extra_config={"offline_checkpoint": str(checkpoint.resolve()),
-                                  "regularization_metric": "train/alpha"})
-    dataset = run.dataset
+    run = start_online_run(cfg, ALGO, checkpoint)  # run.env: the env, its noise, episode counter, episode in progress
+    dataset, env = run.dataset, run.env
     # The normalizer is the pretraining one, saved with the agent.
     normalizer = ObsNormalizer.from_state_dict(offline["agent"]["normalizer"], device=run.device)
     agent = RedqBcAgent(dataset.obs_dim, dataset.act_dim, run.max_action, cfg, run.device, normalizer)
@@ -42,13 +40,7 @@ def main(argv: list[str] | None = None) -> Path:
     capacity = cfg.buffer_capacity if cfg.buffer_capacity is not None else cfg.online_steps
     buffer = ReplayBuffer.prefilled(dataset, num_prefill, capacity=capacity, device=run.device, seed=cfg.seed)
     controller = AlphaController(alpha_max=cfg.alpha_max, kp=cfg.kp, kd=cfg.kd, r_target=cfg.r_target)
-    noise_rng = np.random.default_rng(cfg.seed)
-    env = OnlineEnv(run)
-    step, next_checkpoint = 0, cfg.checkpoint_every
-    if run.resume:
-        step = run.restore(agent=agent, buffer=buffer, controller=controller)
-        noise_rng.bit_generator.state = run.resume["noise_rng"]
-        env.episode, next_checkpoint = int(run.resume["episode"]), int(run.resume["next_checkpoint"])
+    step = run.restore(agent=agent, buffer=buffer, controller=controller) if run.resume else 0
 
     def alpha_metrics() -> dict[str, float]:
         return {"train/alpha": agent.alpha, "train/r_avg": controller.r_avg}
@@ -57,13 +49,11 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         if not run.resume:
             result = recorder.evaluate_result(agent.act)
-            controller.start(float(result.normalized_scores[0]) / 100.0)  # one evaluation episode, as a fraction
-            agent.alpha = controller.alpha
+            agent.alpha = controller.start(float(result.normalized_scores[0]) / 100.0)  # one episode, as a fraction
             recorder.write(0, {**result.metrics(), **alpha_metrics()})
-        obs = env.reset()
+        obs = env.start()  # a new episode, or the one a killed run was in the middle of
         while step < cfg.online_steps:
-            action = explore(agent.act(obs[None].astype(np.float32))[0], noise_rng, cfg.exploration_noise,
-                             run.max_action)
+            action = env.explore(agent.act(obs[None].astype(np.float32))[0], cfg.exploration_noise)
             next_obs, reward, terminated, truncated = env.step(action)
             buffer.add(obs, action, reward, next_obs, terminated)  # truncation is not terminal
             for _ in range(cfg.utd):
@@ -73,19 +63,16 @@ def main(argv: list[str] | None = None) -> Path:
             if step % cfg.eval_every == 0 or step == cfg.online_steps:
                 recorder.write(step, {**recorder.means(), **recorder.evaluate(agent.act), **alpha_metrics()},
                                speed="time/env_steps_per_s")
-            if not (terminated or truncated):
+            if terminated or truncated:
+                record = env.end_episode()
+                score = record["online/episode_normalized_score"] / 100.0
+                agent.alpha = controller.episode_end(agent.alpha, score, env.episode_length)
+                recorder.write(step, {**record, **alpha_metrics()})
+                obs = env.reset()
+            else:
                 obs = next_obs
-                continue
-            record = env.end_episode()
-            score = record["online/episode_normalized_score"] / 100.0
-            agent.alpha = controller.episode_end(score, env.episode_length)
-            recorder.write(step, {**record, **alpha_metrics()})
-            obs = env.reset()
-            if step >= next_checkpoint and step < cfg.online_steps:
-                next_checkpoint = next_checkpoint_after(step, cfg.checkpoint_every)
-                run.save_last(step, recorder, agent=agent, buffer=buffer, controller=controller,
-                              noise_rng=noise_rng.bit_generator.state, episode=env.episode,
-                              next_checkpoint=next_checkpoint)
+            if env.checkpoint_due(step):  # may fall mid-episode: run.env keeps the episode in progress
+                run.save_last(step, recorder, agent=agent, buffer=buffer, controller=controller)
         path = run.finish(agent, step, recorder)
     finally:
         recorder.close()

@@ -59,6 +59,10 @@ class BaseConfig:
         "wandb_mode": ("online", "offline", "disabled"),
     }
 
+    def resolve(self, env_id: str, dataset_name: str) -> None:
+        """Fills keys whose value depends on the data (SPOT: λ per environment). start_run calls it once, after
+        loading the dataset and before config.yaml is written, so the saved config holds the value the run uses."""
+
     def validate(self) -> None:
         """Checks values that a type alone cannot; subclasses extend `_choices` / override."""
         for key, allowed in self._all_choices().items():

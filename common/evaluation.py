@@ -11,6 +11,7 @@ from common.datasets import normalized_score
 from common.envs import gym_make, ref_returns
 
 PolicyFn = Callable[[np.ndarray], np.ndarray]  # (n, obs_dim) float32 -> (n, act_dim)
+EVAL_SEED_OFFSET = 1_000_000  # a run's evaluation episodes use seeds seed + this + i: never a training episode's
 
 
 @dataclasses.dataclass

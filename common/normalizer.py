@@ -19,6 +19,13 @@ class ObsNormalizer:
         return cls(obs.mean(0), obs.std(0) + eps, device)
 
     @classmethod
+    def for_dataset(cls, dataset, normalize: bool, device="cpu") -> "ObsNormalizer":
+        """A run's normalizer: the dataset's statistics when `normalize` (config key normalize_states), else none."""
+        if normalize:
+            return cls.from_observations(dataset.observations, device=device)
+        return cls.identity(dataset.obs_dim, device=device)
+
+    @classmethod
     def identity(cls, dim: int, device="cpu") -> "ObsNormalizer":
         return cls(np.zeros(dim), np.ones(dim), device)
 

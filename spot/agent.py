@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from common.buffer import Batch
 from common.checkpoint import load_checkpoint, load_module_state
-from common.config import BaseConfig, ConfigError, field_names, from_dict
+from common.algorithm import config_from_payload
+from common.config import BaseConfig, ConfigError
 from common.datasets import env_family
 from common.errors import RunError
 from common.normalizer import ObsNormalizer
@@ -24,6 +25,7 @@ from spot.networks import (VAE, Actor, TwinCritic, is_legacy_critic_state, kl_to
                            upgrade_critic_optimizer_state, upgrade_critic_state)
 
 ALGO = "spot"
+WEIGHT_METRIC = "train/lambda"  # the support-constraint weight λ: plots draw it under the scores
 # Adam(fused=True): one kernel over all parameters; on CPU it makes the 750-wide VAE's update ~1.6x faster.
 
 # λ per environment (official configs, medium and medium-replay alike); used when `lambd` is null.
@@ -62,6 +64,9 @@ class Config(BaseConfig):
     lambda_end: float = 0.2  # λ_t = λ · max(lambda_end, 1 − t / lambda_decay_steps)
     lambda_decay_steps: int | None = None  # null: online_steps
     reset_optimizers: bool = False  # true: fresh Adam states online instead of the offline ones
+
+    def resolve(self, env_id: str, dataset_name: str) -> None:
+        self.lambd = resolve_lambda(self.lambd, env_id, dataset_name)  # null: the environment's λ
 
     def validate(self) -> None:
         super().validate()
@@ -280,8 +285,7 @@ class SpotAgent:
 
 def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> SpotAgent:
     """An agent that acts as the exported policy (critics and VAE untrained: it is for acting only)."""
-    names = set(field_names(Config))
-    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="model config")
+    cfg = config_from_payload(Config, payload, where="model config")
     cfg.lambd = cfg.lambd if cfg.lambd is not None else 0.0  # unused when acting
     state = payload["policy"]
     dims = state["dims"]
@@ -293,8 +297,7 @@ def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> Spot
 
 def agent_from_checkpoint(payload: dict, device: torch.device | str = "cpu") -> SpotAgent:
     """Rebuilds the agent of an offline.pt / online.pt payload (used by common.inference.load_agent)."""
-    names = set(field_names(Config))
-    cfg = from_dict(Config, {k: v for k, v in payload["config"].items() if k in names}, where="checkpoint config")
+    cfg = config_from_payload(Config, payload)
     state = payload["agent"]
     cfg.lambd = float(state["lambd"])
     normalizer = ObsNormalizer.from_state_dict(state["normalizer"], device)
@@ -336,6 +339,6 @@ def load_vae_checkpoint(path: str, agent: SpotAgent) -> dict:
     return payload
 
 
-__all__ = ["ALGO", "Config", "SpotAgent", "VaeTrainer", "QDivergenceError", "VaeMismatchError", "lambda_schedule",
+__all__ = ["ALGO", "WEIGHT_METRIC", "Config", "SpotAgent", "VaeTrainer", "QDivergenceError", "VaeMismatchError", "lambda_schedule",
            "resolve_lambda", "agent_from_checkpoint", "agent_from_policy", "load_vae_checkpoint",
            "vae_checkpoint_payload"]

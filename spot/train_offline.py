@@ -15,28 +15,21 @@ from pathlib import Path
 from common.buffer import ReplayBuffer
 from common.checkpoint import save_checkpoint
 from common.config import parse_config
-from common.datasets import load_dataset
 from common.errors import cli
 from common.layout import checkpoint_path
 from common.normalizer import ObsNormalizer
-from common.run import Recorder, start_run
-from spot.agent import ALGO, Config, SpotAgent, VaeTrainer, load_vae_checkpoint, resolve_lambda, vae_checkpoint_payload
-
-
-def make_normalizer(cfg: Config, dataset, device) -> ObsNormalizer:
-    if cfg.normalize_states:
-        return ObsNormalizer.from_observations(dataset.observations, device=device)
-    return ObsNormalizer.identity(dataset.obs_dim, device=device)
+from common.recorder import Recorder
+from common.run import start_run
+from spot.agent import ALGO, Config, SpotAgent, VaeTrainer, load_vae_checkpoint, vae_checkpoint_payload
 
 
 def main(argv=None) -> Path:
     cfg, _ = parse_config(Config, argv, "SPOT offline pretraining (VAE, then TD3 with the support constraint)")
-    dataset = load_dataset(cfg.dataset)
-    cfg.lambd = resolve_lambda(cfg.lambd, cfg.env or dataset.env_id, dataset.name)  # the saved config shows λ
-    run = start_run(cfg, ALGO, "offline", dataset=dataset)
-    print(f"SPOT offline: {run.dataset.name} ({len(run.dataset)} transitions), env {run.env_id}, "
+    run = start_run(cfg, ALGO, "offline")  # resolves a null λ from the environment (Config.resolve)
+    dataset = run.dataset
+    print(f"SPOT offline: {dataset.name} ({len(dataset)} transitions), env {run.env_id}, "
           f"lambda {cfg.lambd}, run dir {run.run_dir}")
-    normalizer = make_normalizer(cfg, dataset, run.device)
+    normalizer = ObsNormalizer.for_dataset(dataset, cfg.normalize_states, run.device)
     agent = SpotAgent(dataset.obs_dim, dataset.act_dim, run.max_action, cfg, run.device, normalizer)
     vae_steps = 0 if cfg.vae_checkpoint else cfg.vae_steps
     if cfg.vae_checkpoint:

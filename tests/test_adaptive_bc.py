@@ -301,38 +301,46 @@ def test_policy_delay_and_polyak_targets():
 # --- alpha controller ----------------------------------------------------------------------------------
 def test_alpha_controller_scripted_episodes_hand_computed():
     c = AlphaController(alpha_max=ALPHA_MAX, kp=KP, kd=KD, r_target=R_TARGET)
-    c.start(0.5)
-    assert (c.alpha, c.r_avg) == (0.4, 0.5)
+    alpha = c.start(0.5)
+    assert (alpha, c.r_avg) == (0.4, 0.5)
     # 1) score 0.3, 100 steps: 100 * (-3e-5 * 0.55 + 1e-4 * 0.2) = +3.5e-4 -> clipped at 0.4; r_avg 0.49
-    assert c.episode_end(0.3, 100) == 0.4
+    alpha = c.episode_end(alpha, 0.3, 100)
+    assert alpha == 0.4
     assert c.r_avg == pytest.approx(0.49, abs=1e-15)
     # 2) score 0.9, 1000 steps: 1000 * (-3e-5 * 0.56) = -0.0168 -> 0.3832; r_avg 0.045 + 0.4655 = 0.5105
-    assert c.episode_end(0.9, 1000) == pytest.approx(0.3832, abs=1e-15)
+    alpha = c.episode_end(alpha, 0.9, 1000)
+    assert alpha == pytest.approx(0.3832, abs=1e-15)
     assert c.r_avg == pytest.approx(0.5105, abs=1e-15)
     # 3) score 0.2, 500 steps: 500 * (-3e-5 * 0.5395 + 1e-4 * 0.3105) = +0.0074325 -> 0.3906325; r_avg 0.494975
-    assert c.episode_end(0.2, 500) == pytest.approx(0.3906325, abs=1e-15)
+    alpha = c.episode_end(alpha, 0.2, 500)
+    assert alpha == pytest.approx(0.3906325, abs=1e-15)
     assert c.r_avg == pytest.approx(0.494975, abs=1e-15)
     # 4) score 1.2, 1000 steps: 1000 * (-3e-5 * 0.555025) = -0.01665075 -> 0.37398175; r_avg 0.53022625
-    assert c.episode_end(1.2, 1000) == pytest.approx(0.37398175, abs=1e-15)
+    alpha = c.episode_end(alpha, 1.2, 1000)
+    assert alpha == pytest.approx(0.37398175, abs=1e-15)
     assert c.r_avg == pytest.approx(0.53022625, abs=1e-15)
     # clipped at 0: alpha 0.005, r_avg 0.5, score 0.9, 1000 steps: 0.005 - 0.0165 < 0
     assert next_alpha(0.005, 0.5, 0.9, 1000, kp=KP, kd=KD, r_target=R_TARGET, alpha_max=ALPHA_MAX) == \
         pytest.approx((0.0, 0.52), abs=1e-15)
     state = c.state_dict()
+    assert state == {"r_avg": c.r_avg}  # α is the agent's, checkpointed once, with the agent
     other = AlphaController(alpha_max=ALPHA_MAX, kp=KP, kd=KD, r_target=R_TARGET)
     other.load_state_dict(state)
-    assert other.episode_end(0.7, 300) == c.episode_end(0.7, 300) and other.r_avg == c.r_avg
+    assert other.episode_end(alpha, 0.7, 300) == c.episode_end(alpha, 0.7, 300) and other.r_avg == c.r_avg
 
 
 @pytest.mark.parametrize("kd", [1e-4, 1e-2])
 def test_alpha_stays_within_bounds(kd):
     rng = np.random.default_rng(0)
     c = AlphaController(alpha_max=ALPHA_MAX, kp=KP, kd=kd, r_target=R_TARGET)
-    c.start(0.3)
+    alpha = c.start(0.3)
     # steadily improving episodes (alpha falls to 0), a collapse (alpha back up to alpha_max), then anything
     scores = np.concatenate([np.linspace(0.3, 0.9, 100), np.full(30, -0.2), rng.uniform(-0.2, 1.5, 2000)])
     lengths = np.concatenate([np.full(130, 1000), rng.integers(1, 1001, 2000)])
-    alphas = [c.episode_end(score, int(length)) for score, length in zip(scores, lengths)]
+    alphas = []
+    for score, length in zip(scores, lengths):
+        alpha = c.episode_end(alpha, score, int(length))
+        alphas.append(alpha)
     assert min(alphas) >= 0.0 and max(alphas) <= ALPHA_MAX
     assert min(alphas[:100]) == 0.0 and max(alphas[100:130]) == ALPHA_MAX  # both bounds are reached
 
@@ -528,7 +536,9 @@ def test_online_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_file)
     killed = tmp_path / "killed"
     _kill_after_checkpoint(_command("adaptive_bc.train_online", args(killed)), killed, _env())
     resumed_from = load_checkpoint(killed / "checkpoints" / "last.pt")
-    assert 200 <= resumed_from["step"] < 1000 and "alpha" in resumed_from["controller"]
+    assert 200 <= resumed_from["step"] < 1000 and "r_avg" in resumed_from["controller"]
+    assert resumed_from["agent"]["alpha"] < 0.4  # α moved by the controller and resumed with the agent
+    assert {"noise_rng", "episode", "episode_in_progress"} <= set(resumed_from)  # the online env's state
     subprocess.run(_command("adaptive_bc.train_online", args(killed)), cwd=REPO, env=_env(), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text()

@@ -64,7 +64,7 @@ def test_score_bands_scores_each_kernel_path_and_seed_set(tmp_path, tiny_hopper_
     import json
 
     from common.evaluation import evaluate
-    from common.run import EVAL_SEED_OFFSET
+    from common.evaluation import EVAL_SEED_OFFSET
     from tools import score_bands
 
     model = export_and_check("adaptive_bc", tmp_path, tiny_hopper_file)

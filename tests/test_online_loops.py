@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import common.online
 import common.run
 from adaptive_bc.agent import Config as BcConfig
 from adaptive_bc.agent import RedqBcAgent
@@ -17,7 +18,8 @@ from common.buffer import ReplayBuffer
 from common.envs import gym_make
 from common.layout import read_metrics
 from common.normalizer import ObsNormalizer
-from common.run import OnlineEnv, Recorder
+from common.online import OnlineEnv
+from common.recorder import Recorder
 from conftest import write_d4rl_file
 from spot.agent import Config as SpotConfig
 from spot.agent import SpotAgent
@@ -59,8 +61,8 @@ def test_truncation_bootstraps_and_termination_does_not(algo, offline_checkpoint
     stored transition's terminal flag must be the env's `terminated` (never `truncated`), and its next observation
     the env's, not the next episode's reset."""
     _, checkpoints = offline_checkpoints
-    make_env = common.run.make_env
-    monkeypatch.setattr(common.run, "make_env",
+    make_env = common.online.make_env
+    monkeypatch.setattr(common.online, "make_env",
                         lambda env_id, seed: make_env(env_id, seed, max_episode_steps=LIMIT[algo]))
     steps, stored = [], []
     env_step, add = OnlineEnv.step, ReplayBuffer.add
@@ -149,10 +151,9 @@ def test_exploration_noise_scales_with_max_action(algo, offline_checkpoints, tmp
     check = common.run.check_env_matches
     monkeypatch.setattr(common.run, "check_env_matches", lambda *a, **k: (*check(*a, **k)[:2], 2.0))
     checkpoint = offline_checkpoint(algo, data, tmp_path / "off")
-    module = importlib.import_module(f"{algo}.train_online")
     calls, agents = [], []
-    explore = module.explore
-    monkeypatch.setattr(module, "explore", lambda action, rng, std, max_action: calls.append(
+    explore = common.online.explore
+    monkeypatch.setattr(common.online, "explore", lambda action, rng, std, max_action: calls.append(
         (action.copy(), explore(action, rng, std, max_action), std, max_action)) or calls[-1][1])
     agent_class = RedqBcAgent if algo == "adaptive_bc" else SpotAgent
     init = agent_class.__init__
@@ -226,7 +227,7 @@ def test_act_is_a_plain_deterministic_forward_pass_of_normalised_observations(al
 # --- exploration on its own --------------------------------------------------------------------------------------
 def test_explore_noise_and_clipping_by_hand():
     """explore(a) = clip(a + N(0, (std · max_action)²), ±max_action) as float32, with the given generator."""
-    from common.run import explore
+    from common.online import explore
 
     action = np.array([0.0, 1.9, -1.9], dtype=np.float32)
     draws = np.random.default_rng(5).normal(0.0, 0.3 * 2.0, 3)

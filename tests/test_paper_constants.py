@@ -12,7 +12,7 @@ import pytest
 from adaptive_bc import controller
 from adaptive_bc.agent import Config as BcConfig
 from common import datasets
-from common.run import EVAL_SEED_OFFSET
+from common.evaluation import EVAL_SEED_OFFSET
 from spot import agent as spot_agent
 from spot.agent import Config as SpotConfig
 

@@ -441,11 +441,11 @@ def test_alpha_controller_equals_reference_over_scripted_episodes():
     initial = 0.45
 
     controller = AlphaController(alpha_max=alpha_max, kp=kp, kd=kd, r_target=r_target)
-    controller.start(initial)
+    alpha = controller.start(initial)
     got = []
     for score, length in episodes:
-        controller.episode_end(score, length)
-        got.append((controller.alpha, controller.r_avg))
+        alpha = controller.episode_end(alpha, score, length)
+        got.append((alpha, controller.r_avg))
     want = reference_alpha_trajectory(initial, episodes, alpha_max=alpha_max, kp=kp, kd=kd, r_target=r_target)
 
     assert len(want) >= 1000
@@ -459,4 +459,4 @@ def test_alpha_controller_equals_reference_over_scripted_episodes():
     assert (alphas[first_below_cap:] == alpha_max).sum() >= 5
     kd_active = scores < r_avgs
     assert kd_active.sum() >= 100
-    assert math.isclose(controller.alpha, want[-1][0], rel_tol=1e-12, abs_tol=1e-15)
+    assert math.isclose(alpha, want[-1][0], rel_tol=1e-12, abs_tol=1e-15)

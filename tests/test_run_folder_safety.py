@@ -22,7 +22,7 @@ from common.checkpoint import CheckpointError, load_checkpoint
 from common.config import ConfigError
 from common.datasets import DatasetError, load_dataset
 from common.inference import load_agent
-from common.run import RunExistsError
+from common.run_folder import RunExistsError
 from conftest import REPO
 
 SMALL = ["--hidden_dim", "16", "--num_critics", "4", "--batch_size", "16", "--eval_episodes", "1",
@@ -123,7 +123,7 @@ def test_two_processes_started_together_one_runs_the_other_exits_2(tmp_path, tin
 
 def test_a_held_folder_is_refused_naming_the_holder(tmp_path, tiny_hopper_file, monkeypatch):
     """The lock in-process: a run folder in use refuses a second start, naming the first (pid, start time)."""
-    from common.run import _lock
+    from common.run_folder import lock as _lock
 
     held = _lock(tmp_path / "busy")
     try:
@@ -140,7 +140,8 @@ def test_the_refusal_names_a_holder_that_has_not_written_its_line_yet(tmp_path):
     import fcntl
     import threading
 
-    from common.run import LOCK_FILE, _lock
+    from common.run_folder import LOCK_FILE
+    from common.run_folder import lock as _lock
 
     (tmp_path / "busy").mkdir()
     holder = open(tmp_path / "busy" / LOCK_FILE, "a+")

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 from common.layout import checkpoint_path
-from common.run import RunExistsError
+from common.run_folder import RunExistsError
 
 SMALL = {"adaptive_bc": ["--hidden_dim", "16", "--num_critics", "4", "--utd", "1", "--prefill_min", "64"],
          "spot": ["--hidden_dim", "16", "--vae_hidden", "16", "--vae_steps", "10", "--lambd", "0.1"]}

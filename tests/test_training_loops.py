@@ -1,5 +1,5 @@
 """The shared run helpers (common/run.py) as an algorithm's own loops use them, through the minimal extra
-algorithm package of tests/toy_algorithm.py: determinism, resume == uninterrupted, finished-run guard,
+algorithm package tests/plainbc/: determinism, resume == uninterrupted, finished-run guard,
 changed-config guard, NaN guard, video."""
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import pytest
 import yaml
 
 from common.layout import read_metrics
-from common.run import RunExistsError
-from toy_algorithm import write_package
+from common.run_folder import RunExistsError
 
 
 @pytest.fixture
-def bc(tmp_path_factory):
-    write_package(tmp_path_factory.mktemp("pkg"))
+def bc():
     agent = importlib.import_module("plainbc.agent")
     return agent, importlib.import_module("plainbc.train_offline"), importlib.import_module("plainbc.train_online")
 
@@ -163,6 +161,35 @@ def test_online_resume_equals_uninterrupted(tmp_path, tiny_hopper_file, bc, monk
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
     saved = yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())
     assert saved["offline_checkpoint"] == str(ckpt)
+
+
+def test_online_resume_in_the_middle_of_an_episode_equals_uninterrupted(tmp_path, bc, monkeypatch):
+    """HalfCheetah never terminates: with an 80-step time limit and checkpoint_every 50, the last.pt of a run killed at
+    step 70 holds episode 0 at its 50th step (physics, time-limit count, observation, return). The resumed run
+    continues that episode (its record at step 80 included) and ends with the same metrics.jsonl."""
+    import common.online
+    from common.checkpoint import load_checkpoint
+    from conftest import write_d4rl_file
+
+    agent, offline, online = bc
+    data = tmp_path / "tiny-halfcheetah.hdf5"
+    write_d4rl_file(data, episodes=[(60, "timeout"), (40, "open")], obs_dim=17, act_dim=6, env_id="HalfCheetah-v4")
+    make_env = common.online.make_env
+    monkeypatch.setattr(common.online, "make_env", lambda env_id, seed: make_env(env_id, seed, max_episode_steps=80))
+    ckpt = offline.main(args(data, tmp_path / "off", offline_steps=20))
+    online_args = ["--checkpoint", str(ckpt), "--online_steps", "120", "--eval_every", "60", "--checkpoint_every", "50"]
+    online.main([*online_args, "--run_dir", str(tmp_path / "full")])
+    full = (tmp_path / "full" / "metrics.jsonl").read_text()
+    assert [r["step"] for r in read_metrics(tmp_path / "full") if "online/episode_return" in r] == [80]
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, agent, 20 + 2 * 70)  # 20 offline updates, then 2 per env step: killed at step 70
+        with pytest.raises(KeyboardInterrupt):
+            online.main([*online_args, "--run_dir", str(tmp_path / "killed")])
+    last = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert last["step"] == 50 and last["episode"] == 0
+    assert last["episode_in_progress"]["length"] == 50 and last["episode_in_progress"]["elapsed_steps"] == 50
+    online.main([*online_args, "--run_dir", str(tmp_path / "killed")])
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == full
 
 
 def test_finished_run_is_not_overwritten_and_changed_config_refused(tmp_path, tiny_hopper_file, bc, monkeypatch):

@@ -51,7 +51,7 @@ def reference(policy: Path, episodes: int) -> dict:
 
     from common.evaluation import evaluate
     from common.inference import load_agent
-    from common.run import EVAL_SEED_OFFSET
+    from common.evaluation import EVAL_SEED_OFFSET
     from tools.score_bands import cpu_name
 
     agent, info = load_agent(policy)

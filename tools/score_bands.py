@@ -30,7 +30,7 @@ SEED_STRIDE = 1000  # seed set k starts k · 1000 above the run's evaluation see
 
 
 def eval_seed(config: dict, k: int) -> int:
-    from common.run import EVAL_SEED_OFFSET
+    from common.evaluation import EVAL_SEED_OFFSET
 
     return int(config["seed"]) + EVAL_SEED_OFFSET + k * SEED_STRIDE
 

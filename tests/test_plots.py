@@ -129,6 +129,20 @@ def test_plot_aligns_switches_and_compresses_a_long_offline_phase(tmp_path):
     assert (x_zero - x_left) / (x_right - x_left) == pytest.approx(plots.OFFLINE_SHARE, abs=0.05)
 
 
+def test_an_offline_only_trial_ends_at_the_switch(tmp_path):
+    """SPOT on walker2d-medium-gen diverged offline and has no online run: its offline curve is drawn before the
+    switch like every other offline phase (x ≤ 0), not at offline-step x after it, which stretched the axis."""
+    dirs = [*make_trial(tmp_path, "adaptive_bc", "hopper", 0, [10, 20], [20, 30, 40], offline_steps=1000)]
+    off, on = make_trial(tmp_path, "spot", "hopper", 0, [5, 15], [15], offline_steps=2000)
+    for name in ("metrics.jsonl", "config.yaml"):
+        (on / name).unlink()
+    on.rmdir()
+    fig = plots.plot(plots.load_trials([*dirs, off]), tmp_path / "c.png")
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    np.testing.assert_allclose(lines["spot (n=1)"].get_xdata(), [-1000, 0])
+    assert fig.axes[0].get_xlim()[1] < 200
+
+
 def test_plots_label_a_sweep_roots_runs_by_folder(runs, tmp_path):
     naive = make_trial(tmp_path / "root", "adaptive_bc", "hopper", 0, [10, 20], [0, 5, 40])
     naive[0].parent.parent.parent.rename(tmp_path / "root" / "adaptive_bc_naive")  # package adaptive_bc, folder naive

@@ -200,7 +200,8 @@ def aggregate(trials: list[Trial], key: str = SCORE) -> dict:
                             for x, y in series])
         lo, hi = bootstrap_ci(stacked)
         out[group] = {"x": np.asarray(common_x), "mean": stacked.mean(0), "lo": lo, "hi": hi,
-                      "n": len(series), "switch": members[0].offline_steps if members[0].online else None}
+                      # an offline-only group (its online runs failed or have not started) ends at the switch too
+                      "n": len(series), "switch": members[0].offline_steps if members[0].offline else None}
     return out
 
 

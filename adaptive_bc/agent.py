@@ -18,7 +18,7 @@ from common.checkpoint import load_module_state
 from common.algorithm import config_from_payload
 from common.config import BaseConfig, ConfigError
 from common.normalizer import ObsNormalizer
-from common.utils import set_learning_rate
+from common.utils import compile_in_place, set_learning_rate
 
 ALGO = "adaptive_bc"
 WEIGHT_METRIC = "train/alpha"  # the BC weight α: plots draw it under the scores
@@ -72,8 +72,9 @@ class Config(BaseConfig):
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
 
 
-def _actor_metrics(actor_loss: torch.Tensor, q_term: torch.Tensor, bc_mse: torch.Tensor) -> dict[str, float]:
-    return {"actor_loss": actor_loss.item(), "actor_q_term": q_term.item(), "bc_mse": bc_mse.item()}
+def _actor_metrics(actor_loss: torch.Tensor, q_term: torch.Tensor, bc_mse: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detached 0-dim tensors: the update never waits for the device (common.recorder reads them in bulk)."""
+    return {"actor_loss": actor_loss.detach(), "actor_q_term": q_term.detach(), "bc_mse": bc_mse.detach()}
 
 
 class RedqBcAgent:
@@ -94,10 +95,12 @@ class RedqBcAgent:
         self._online_params = [*self.actor.parameters(), *self.critic.parameters()]
         self._target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
 
+        if cfg.compile:
+            compile_in_place((self.actor, self.critic, self.actor_target, self.critic_target), self.device)
         self.alpha = cfg.alpha_offline  # BC weight; the online controller changes it
         self.use_min_target = False  # online with target=min: min over all N target critics
         self.num_updates = 0
-        self._actor_metrics: dict[str, float] | None = None  # last actor step's, reported on every update
+        self._actor_metrics: dict[str, torch.Tensor] | None = None  # last actor step's, reported on every update
 
     # --- acting --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -139,7 +142,9 @@ class RedqBcAgent:
         return q_term + self.alpha * bc_mse, q_term, bc_mse
 
     # --- update --------------------------------------------------------------------------------
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One critic step (and every policy_delay-th call an actor step + Polyak update); its metrics as detached
+        0-dim tensors, so nothing here waits for the device."""
         cfg = self.cfg
         obs, next_obs = self.normalizer(batch.observations), self.normalizer(batch.next_observations)
         actions = batch.actions
@@ -166,7 +171,7 @@ class RedqBcAgent:
             with torch.no_grad():
                 self._actor_metrics = _actor_metrics(*self.actor_loss(obs, actions))
         # Every key on every update (the loop averages over all updates); actor values are the last step's.
-        return {"critic_loss": critic_loss.item(), "q_mean": q.detach().mean().item(), **self._actor_metrics}
+        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(), **self._actor_metrics}
 
     # --- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -176,7 +181,9 @@ class RedqBcAgent:
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "normalizer": self.normalizer.state_dict(), "alpha": float(self.alpha),
-            "num_updates": int(self.num_updates), "actor_metrics": self._actor_metrics,
+            "num_updates": int(self.num_updates),
+            "actor_metrics": None if self._actor_metrics is None else {
+                k: float(v) for k, v in self._actor_metrics.items()},  # one read per checkpoint
             "dims": {"obs": self.obs_dim, "act": self.act_dim, "max_action": self.max_action},
         }
 
@@ -196,7 +203,9 @@ class RedqBcAgent:
         self.normalizer = ObsNormalizer.from_state_dict(state["normalizer"], self.device)
         self.alpha = float(state["alpha"])
         self.num_updates = int(state["num_updates"])
-        self._actor_metrics = dict(state["actor_metrics"]) if state["actor_metrics"] is not None else None
+        saved = state["actor_metrics"]
+        self._actor_metrics = None if saved is None else {
+            k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in saved.items()}
 
 
 def agent_from_policy(payload: dict, device: torch.device | str = "cpu") -> RedqBcAgent:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.throughput                 # markdown table, 1 thread
     python -m benchmarks.throughput --threads 2 --json
-    python -m benchmarks.throughput --compile       # torch.compile the networks first
+    python -m benchmarks.throughput --compile       # the networks compiled, as training's --compile true
     python -m benchmarks.throughput --threads 2 --profile spot_update   # where one kind of update's time goes
 
 Each measurement: warm-up, then `--repeats` timed repeats; we report the median rate and the
@@ -65,23 +65,15 @@ def random_buffer(device, size: int = 100_000) -> ReplayBuffer:
     return buf
 
 
-def compile_modules(obj) -> None:
-    for name, value in list(vars(obj).items()):
-        if isinstance(value, torch.nn.Module):
-            setattr(obj, name, torch.compile(value))
-
-
 def make_agents(device, compile_: bool):
+    """The agents at paper sizes; compile_: as the training scripts' `--compile true` (common.utils.compile_in_place)."""
     from adaptive_bc.agent import Config as BcConfig, RedqBcAgent
     from spot.agent import Config as SpotConfig, SpotAgent, VaeTrainer
 
-    bc = RedqBcAgent(OBS, ACT, 1.0, BcConfig(dataset="d4rl:halfcheetah-medium-v2"), device)
-    spot_cfg = SpotConfig(dataset="d4rl:halfcheetah-medium-v2")
+    bc = RedqBcAgent(OBS, ACT, 1.0, BcConfig(dataset="d4rl:halfcheetah-medium-v2", compile=compile_), device)
+    spot_cfg = SpotConfig(dataset="d4rl:halfcheetah-medium-v2", compile=compile_)
     spot = SpotAgent(OBS, ACT, 1.0, spot_cfg, device)
-    vae = VaeTrainer(spot.vae, spot.normalizer, lr=spot_cfg.vae_lr, beta=spot_cfg.beta)
-    if compile_:
-        for obj in (bc, spot, vae):  # the VAE trainer holds its own reference to the VAE
-            compile_modules(obj)
+    vae = VaeTrainer(spot.vae, spot.normalizer, lr=spot_cfg.vae_lr, beta=spot_cfg.beta)  # the compiled VAE
     return bc, spot, vae
 
 
@@ -197,7 +189,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (training's --compile true)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the calls per repeat (quick runs: 0.1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")

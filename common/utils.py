@@ -66,3 +66,17 @@ def reuse_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+
+
+def compile_in_place(modules, device: torch.device) -> None:
+    """torch.compile each module's forward in place (its state_dict keys stay as they are, so checkpoints are the
+    same either way); on CUDA with mode="reduce-overhead" (CUDA graphs), which the updates allow since they never
+    read the device. Random ops inside a compiled forward (SPOT's dropout) keep drawing from torch's generator
+    (inductor's fallback_random), so a compiled run has the eager run's random stream."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+    for module in modules:
+        module.compile(mode=mode)
+

@@ -20,7 +20,7 @@ from common.config import BaseConfig, ConfigError
 from common.datasets import env_family
 from common.errors import RunError
 from common.normalizer import ObsNormalizer
-from common.utils import set_learning_rate
+from common.utils import compile_in_place, set_learning_rate
 from spot.networks import (VAE, Actor, TwinCritic, is_legacy_critic_state, kl_to_standard_normal,
                            upgrade_critic_optimizer_state, upgrade_critic_state)
 
@@ -51,6 +51,7 @@ class Config(BaseConfig):
     # TD3
     hidden_dim: int = 256  # units of the actor's and critics' hidden layers
     actor_dropout: float = 0.1  # after each hidden actor layer; on in updates, off when acting
+    dropout_masks: str = "uniform"  # uniform: both layers' masks in one draw (fast); bernoulli: F.dropout (official stream)
     gamma: float = 0.99  # discount
     tau: float = 0.005  # Polyak rate of the target networks
     actor_lr: float = 3e-4  # Adam learning rate of the actor
@@ -64,6 +65,8 @@ class Config(BaseConfig):
     lambda_end: float = 0.2  # λ_t = λ · max(lambda_end, 1 − t / lambda_decay_steps)
     lambda_decay_steps: int | None = None  # null: online_steps
     reset_optimizers: bool = False  # true: fresh Adam states online instead of the offline ones
+
+    _choices = {"dropout_masks": ("uniform", "bernoulli")}
 
     def resolve(self, env_id: str, dataset_name: str) -> None:
         self.lambd = resolve_lambda(self.lambd, env_id, dataset_name)  # null: the environment's λ
@@ -129,7 +132,7 @@ class VaeTrainer:
     def finished(self) -> bool:
         return self.total_steps is not None and self.steps >= self.total_steps
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         if not self.vae.encoder[0].weight.requires_grad:  # frozen by default (SpotAgent); train it here
             self.vae.requires_grad_(True)
         obs, actions = self.normalizer(batch.observations), batch.actions
@@ -143,8 +146,8 @@ class VaeTrainer:
         self.steps += 1
         if self.finished:
             self.vae.requires_grad_(False)
-        values = torch.stack([loss, recon_loss, kl_loss]).tolist()  # one sync for all metrics
-        return dict(zip(("vae_loss", "vae_recon_loss", "vae_kl_loss"), values))
+        # detached 0-dim tensors: nothing here waits for the device (common.recorder reads them in bulk)
+        return {"vae_loss": loss.detach(), "vae_recon_loss": recon_loss.detach(), "vae_kl_loss": kl_loss.detach()}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
@@ -165,7 +168,8 @@ class SpotAgent:
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_dim, self.act_dim, self.max_action = obs_dim, act_dim, float(max_action)
         self.normalizer = (normalizer or ObsNormalizer.identity(obs_dim)).to(self.device)
-        self.actor = Actor(obs_dim, act_dim, max_action, cfg.hidden_dim, cfg.actor_dropout).to(self.device)
+        self.actor = Actor(obs_dim, act_dim, max_action, cfg.hidden_dim, cfg.actor_dropout,
+                           cfg.dropout_masks).to(self.device)
         self.critic = TwinCritic(obs_dim, act_dim, cfg.hidden_dim).to(self.device)
         # The target actor keeps dropout on inside updates, as the official code's deep copy does.
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
@@ -173,8 +177,12 @@ class SpotAgent:
         self.vae = VAE(obs_dim, act_dim, max_action, cfg.vae_hidden, cfg.vae_latent_dim).to(self.device)
         self.vae.requires_grad_(False)  # frozen in the policy stage: gradients flow to the action only
         self.actor_optimizer, self.critic_optimizer = self._make_optimizers()
+        if cfg.compile:
+            compile_in_place((self.actor, self.critic, self.actor_target, self.critic_target, self.vae), self.device)
         self.lambd = resolve_lambda(cfg.lambd, cfg.env, cfg.dataset)
         self.updates = 0
+        self._diverged_at: torch.Tensor | None = None  # first update past q_divergence_limit (-1: none), on device
+        self._diverged_q: torch.Tensor | None = None
 
     def _make_optimizers(self):
         return (torch.optim.Adam(self.actor.parameters(), lr=self.cfg.actor_lr, fused=True),
@@ -209,7 +217,9 @@ class SpotAgent:
         loss = -q.mean() / q.abs().mean().detach() + self.lambd * density.mean()
         return loss, q, density
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One critic step (and every policy_delay-th call an actor step + Polyak update); its metrics as detached
+        0-dim tensors, so nothing here waits for the device."""
         self.updates += 1
         cfg, max_action = self.cfg, self.max_action
         obs, next_obs = self.normalizer(batch.observations), self.normalizer(batch.next_observations)
@@ -234,18 +244,34 @@ class SpotAgent:
             with torch.no_grad():
                 for net, target in ((self.critic, self.critic_target), (self.actor, self.actor_target)):
                     torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), cfg.tau)
-            values = torch.stack([actor_loss.detach(), q_pi.detach().mean(), density.detach().mean(),
-                                  density.detach().max()]).tolist()
-            actor_metrics = dict(zip(self.ACTOR_METRICS, values))
-            self._check_divergence(actor_metrics["q_pi"])
-            return {"critic_loss": critic_loss.item(), **actor_metrics}
+            q_mean = q_pi.detach().mean()
+            self._watch_divergence(q_mean)
+            actor_metrics = dict(zip(self.ACTOR_METRICS, (actor_loss.detach(), q_mean, density.detach().mean(),
+                                                          density.detach().max())))
+            return {"critic_loss": critic_loss.detach(), **actor_metrics}
         # The loop averages each metric over the updates that report it: actor metrics every policy_delay.
-        return {"critic_loss": critic_loss.item()}
+        return {"critic_loss": critic_loss.detach()}
 
-    def _check_divergence(self, q_mean: float) -> None:
-        if q_mean > self.cfg.q_divergence_limit:
+    def _watch_divergence(self, q_mean: torch.Tensor) -> None:
+        """Notes, on the device, the first update whose mean Q1(s, π(s)) exceeds q_divergence_limit (no sync);
+        `check_divergence` reads it."""
+        if self._diverged_at is None:
+            self._diverged_at = torch.full((), -1, dtype=torch.int64, device=q_mean.device)
+            self._diverged_q = torch.zeros((), dtype=q_mean.dtype, device=q_mean.device)
+        first = (q_mean > self.cfg.q_divergence_limit) & (self._diverged_at < 0)
+        self._diverged_at = torch.where(first, self.updates, self._diverged_at)
+        self._diverged_q = torch.where(first, q_mean, self._diverged_q)
+
+    def check_divergence(self) -> None:
+        """Raises QDivergenceError if an update since the start exceeded the limit: the official code stops there.
+        Called by the recorder before each record and checkpoint (one read of two numbers), so no record or
+        checkpoint after the divergence is written, and the message names the update where it happened."""
+        if self._diverged_at is None:
+            return
+        update, q_mean = torch.stack([self._diverged_at.double(), self._diverged_q.double()]).tolist()
+        if update >= 0:
             raise QDivergenceError(
-                f"SPOT diverged at update {self.updates}: the mean Q1(s, π(s)) is {q_mean:.6g}, above "
+                f"SPOT diverged at update {int(update)}: the mean Q1(s, π(s)) is {q_mean:.6g}, above "
                 f"q_divergence_limit={self.cfg.q_divergence_limit:g} (the official code stops here too). "
                 "Checkpoints written so far are kept. Raise lambd (a stronger support constraint), lower "
                 "actor_lr/critic_lr, or raise q_divergence_limit if returns this large are expected.")

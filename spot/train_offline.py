@@ -40,7 +40,7 @@ def main(argv=None) -> Path:
     step = run.restore(agent=agent, vae_trainer=vae_trainer, buffer=buffer) if run.resume else 0
 
     total = vae_steps + cfg.offline_steps
-    recorder = Recorder(run, total=total, start_step=step)
+    recorder = Recorder(run, total=total, start_step=step, checks=[agent.check_divergence])
     try:
         while step < total:
             if step < vae_steps:

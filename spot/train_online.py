@@ -46,7 +46,7 @@ def main(argv=None) -> Path:
     step = run.restore(agent=agent, buffer=buffer) if run.resume else 0
     agent.lambd = lambda_schedule(lambd, step, cfg.lambda_end, decay_steps)
 
-    recorder = Recorder(run, total=cfg.online_steps, start_step=step)
+    recorder = Recorder(run, total=cfg.online_steps, start_step=step, checks=[agent.check_divergence])
     try:
         if not run.resume:
             recorder.write(0, {**recorder.evaluate(agent.act), "train/lambda": agent.lambd})

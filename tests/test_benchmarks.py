@@ -67,6 +67,7 @@ def test_throughput_profile_names_the_ops_and_the_matmul_share(capsys):
     share = re.search(r"spot_update: 4 calls, 1 threads, [\d.]+ ms per call under the profiler; matmul ops "
                       r"\(self time\) (\d+)% of op time", out)
     assert share and 0 < int(share.group(1)) < 100
-    assert "aten::addmm" in out and "aten::bernoulli_" in out  # the twin critics' layers; the actor's dropout
+    # the twin critics' layers; the actor's dropout masks (one uniform draw per forward, no bernoulli_ any more)
+    assert "aten::addmm" in out and "aten::uniform_" in out and "aten::bernoulli_" not in out
     with pytest.raises(SystemExit, match="unknown workload 'spot'; choose from adaptive_bc_update"):
         throughput.main(["--profile", "spot"])

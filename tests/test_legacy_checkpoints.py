@@ -24,7 +24,9 @@ from common.inference import load_agent
 LEGACY = Path(__file__).parent / "data" / "legacy"
 ACTION_ATOL, METRIC_RTOL, METRIC_ATOL = 1e-5, 1e-5, 1e-6
 SMALL = {"adaptive_bc": ["--hidden_dim", "16", "--num_critics", "4", "--utd", "1", "--prefill_min", "64"],
-         "spot": ["--hidden_dim", "16", "--vae_hidden", "16", "--vae_steps", "10", "--lambd", "0.1"]}
+         # the legacy run drew its dropout masks with F.dropout (spot's dropout_masks: bernoulli)
+         "spot": ["--hidden_dim", "16", "--vae_hidden", "16", "--vae_steps", "10", "--lambd", "0.1",
+                  "--dropout_masks", "bernoulli"]}
 
 
 @pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])

@@ -20,7 +20,7 @@ from spot.agent import Config as SpotConfig
 PROTOCOL = {"batch_size": 256, "offline_steps": 1_000_000, "online_steps": 250_000, "eval_every": 5_000,
             "eval_episodes": 10, "seed": 0, "threads": 1, "device": "auto", "checkpoint_every": 50_000,
             "dataset": "d4rl:hopper-medium-v2", "env": None, "run_dir": None, "variant": None, "video": False,
-            "wandb_mode": "offline", "wandb_project": "offline-to-online", "wandb_group": None}
+            "compile": False, "wandb_mode": "offline", "wandb_project": "offline-to-online", "wandb_group": None}
 
 ADAPTIVE_BC = {
     # REDQ ensemble: N = 10 critics, a TD target from the min of M = 2 random ones, 256-unit layers
@@ -42,8 +42,8 @@ SPOT = {
     # the penalty: λ from the env (below), the VAE loss with one latent sample, divergence stop at Q 1e4
     "lambd": None, "iwae": False, "num_samples": 1, "q_divergence_limit": 1e4,
     # TD3 with actor dropout 0.1 and normalised states
-    "hidden_dim": 256, "actor_dropout": 0.1, "gamma": 0.99, "tau": 0.005, "actor_lr": 3e-4, "critic_lr": 3e-4,
-    "policy_delay": 2, "target_noise": 0.2, "noise_clip": 0.5, "normalize_states": True,
+    "hidden_dim": 256, "actor_dropout": 0.1, "dropout_masks": "uniform", "gamma": 0.99, "tau": 0.005, "actor_lr": 3e-4,
+    "critic_lr": 3e-4, "policy_delay": 2, "target_noise": 0.2, "noise_clip": 0.5, "normalize_states": True,
     # online: exploration std 0.1, λ decays linearly to 0.2 λ over the online steps, Adam states kept
     "exploration_noise": 0.1, "lambda_end": 0.2, "lambda_decay_steps": None, "reset_optimizers": False,
 }

@@ -92,7 +92,10 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -
     assert rel <= tol, f"{name}: relative difference {rel:.3g} > {tol:g}"
 
 
-def scalar(value: float) -> torch.Tensor:
+def scalar(value) -> torch.Tensor:
+    """A metric (a float, or the 0-dim tensor an update returns) as a float64 tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64)
     return torch.tensor(value, dtype=torch.float64)
 
 
@@ -336,12 +339,15 @@ def spot_draws(n, act_dim, latent, hidden, dropout, num_samples, policy_delay, d
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("dropout", ["0", "0.1-uniform-masks", "0.1-bernoulli-masks"])
 @pytest.mark.parametrize("penalty", ["elbo", "iwae"])
 def test_spot_update_equals_reference(dataset, dtype, dropout, penalty):
+    """Both mask sources (spot's dropout_masks) apply the injected keep-masks: one draw of 2 for both layers as
+    uniforms, or F.dropout per layer as the reference's nn.Dropout."""
     tol = TOLERANCE[dtype]
     num_samples = 1 if penalty == "elbo" else 4
-    cfg = SpotConfig(hidden_dim=64, vae_hidden=48, actor_dropout=dropout, iwae=penalty == "iwae",
+    dropout, masks = (0.0, "uniform") if dropout == "0" else (0.1, dropout.split("-")[1])
+    cfg = SpotConfig(hidden_dim=64, vae_hidden=48, actor_dropout=dropout, dropout_masks=masks, iwae=penalty == "iwae",
                      num_samples=num_samples, lambd=0.3, tau=0.01, gamma=0.98, actor_lr=5e-4, critic_lr=7e-4,
                      beta=0.4)
     torch.manual_seed(0)

@@ -279,11 +279,28 @@ def test_critic_loss_matches_manual_td_target():
 
 
 def test_divergence_guard_raises_a_clear_error():
+    """The update notes the divergence on the device (no sync); check_divergence, which the recorder runs before
+    every record and checkpoint, raises naming the first update past the limit."""
     agent = hand_agent(q_value=2e4, policy_delay=1)
-    with pytest.raises(QDivergenceError, match=r"mean Q1\(s, π\(s\)\) is 20000.*q_divergence_limit=10000"):
-        agent.update(random_batch(obs_dim=1, act_dim=1))
+    agent.update(random_batch(obs_dim=1, act_dim=1))
+    agent.update(random_batch(obs_dim=1, act_dim=1))
+    with pytest.raises(QDivergenceError, match=r"at update 1: the mean Q1\(s, π\(s\)\) is 20000.*q_divergence_limit=10000"):
+        agent.check_divergence()
     agent = hand_agent(q_value=2e4, policy_delay=1, q_divergence_limit=1e5)
     agent.update(random_batch(obs_dim=1, act_dim=1))  # under a raised limit it goes on
+    agent.check_divergence()
+
+
+def test_a_diverging_run_stops_before_its_next_record_and_checkpoint(tmp_path, tiny_data):
+    """With a limit every Q passes, the run stops at its first policy-stage record with the divergence error; nothing
+    of the policy stage is recorded or checkpointed."""
+    from common.checkpoint import load_checkpoint
+
+    with pytest.raises(QDivergenceError, match="at update 2: the mean Q1"):  # the first actor step (policy_delay 2)
+        train_offline.main(offline_args(tiny_data, tmp_path / "d", q_divergence_limit=1e-12))
+    records = read_metrics(tmp_path / "d" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [20, 40]  # the VAE stage's records only
+    assert load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")["step"] == 40  # the last good one
 
 
 def test_dropout_off_when_acting_on_in_updates():
@@ -567,3 +584,22 @@ def test_learns_on_regenerated_hopper(tmp_path):
     vae_losses = [r["train/vae_loss"] for r in records if "train/vae_loss" in r]
     assert vae_losses[-1] < 0.15
     assert load_checkpoint(path, algo="spot", kind="agent")["step"] == 2000
+
+
+def test_dropout_keep_masks_are_bernoulli_and_independent():
+    """spot.networks.dropout_keep_masks: each element kept with probability 1 − p; the two layers of a draw and
+    successive draws (updates) independent. 20 draws × 2 layers × 256 × 256 = 2.6M elements."""
+    from spot.networks import dropout_keep_masks
+
+    torch.manual_seed(0)
+    p = 0.1
+    masks = torch.stack([dropout_keep_masks(2, (256, 256), p, "cpu", torch.float32) for _ in range(20)]).double()
+    assert set(masks.unique().tolist()) == {0.0, 1.0}
+    n = masks.numel()
+    assert abs(masks.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)  # 5 standard errors (1.8e-4 each)
+    per_element = masks.flatten(0, 1).sum(0)  # how often each of the 65,536 positions was kept in 40 masks
+    assert per_element.var().item() == pytest.approx(40 * p * (1 - p), rel=0.05)  # binomial: no repeated masks
+    flat = masks.flatten(2)
+    for a, b in ((flat[:, 0], flat[:, 1]), (flat[:-1].flatten(0, 1), flat[1:].flatten(0, 1))):
+        corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(corr) < 0.005  # layers of one draw, and consecutive draws

@@ -2,7 +2,9 @@
 and VAE noise, whatever order or kernels they use to ask for them.
 
 Inside `inject(draws)`, torch.randn / torch.randn_like return the next queued standard-normal tensor,
-torch.randperm the next queued permutation and F.dropout multiplies by the next queued keep-mask (÷ (1 − p)),
+torch.randperm the next queued permutation and F.dropout multiplies by the next queued keep-mask (÷ (1 − p));
+torch.rand of shape (k, *mask shape), how spot.networks.dropout_keep_masks draws k masks as uniforms compared with
+p, returns the next k keep-masks as those uniforms (1.0 kept, 0.0 dropped),
 each checked against the shape asked for. An implementation that asks for a draw the other does not, or in
 another shape, fails loudly instead of drifting.
 """
@@ -39,7 +41,7 @@ def _pop(queue: list, kind: str, shape) -> torch.Tensor:
 def inject(draws: Draws):
     """Patches torch's random calls to hand out copies of `draws` (the caller's lists are not consumed)."""
     normal, perm, masks = list(draws.normal), list(draws.perm), list(draws.masks)
-    real = (torch.randn, torch.randn_like, torch.randperm, F.dropout)
+    real = (torch.randn, torch.randn_like, torch.randperm, F.dropout, torch.rand)
 
     def randn(*size, **kwargs):
         size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
@@ -51,16 +53,20 @@ def inject(draws: Draws):
     def randperm(n, **kwargs):
         return _pop(perm, "randperm", (n,)).clone()
 
+    def rand(*size, **kwargs):
+        size = size[0] if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else size
+        return torch.stack([_pop(masks, "dropout mask", size[1:]) for _ in range(size[0])])
+
     def dropout(input, p=0.5, training=True, inplace=False):
         if not training or p == 0.0:
             return input
         return input * _pop(masks, "dropout mask", input.shape) / (1.0 - p)
 
-    torch.randn, torch.randn_like, torch.randperm, F.dropout = randn, randn_like, randperm, dropout
+    torch.randn, torch.randn_like, torch.randperm, F.dropout, torch.rand = randn, randn_like, randperm, dropout, rand
     try:
         yield
     finally:
-        torch.randn, torch.randn_like, torch.randperm, F.dropout = real
+        torch.randn, torch.randn_like, torch.randperm, F.dropout, torch.rand = real
     left = {k: len(q) for k, q in (("normal", normal), ("randperm", perm), ("dropout mask", masks)) if q}
     if left:
         raise DrawError(f"injected draws left unused: {left}")

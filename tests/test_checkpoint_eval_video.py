@@ -119,7 +119,7 @@ def test_the_drawn_floor_follows_a_fast_robot_and_leaves_the_physics_alone(tmp_p
 
     agent, info = load_agent(REPO / "models" / "halfcheetah-medium-gen_adaptive_bc_online.pt")
     out = tmp_path / "run.mp4"
-    steps = 250
+    steps = 400  # ~90 m on this CPU; the distance moves with the floats, the test needs only > 45
     rendered = render_episode(agent.act, info["env_id"], out, seed=0, max_steps=steps, width=96, height=96)
     env = gym_make(info["env_id"])
     obs, _ = env.reset(seed=0)
@@ -127,7 +127,7 @@ def test_the_drawn_floor_follows_a_fast_robot_and_leaves_the_physics_alone(tmp_p
     for _ in range(steps):
         obs, reward, *_ = env.step(agent.act(obs[None].astype(np.float32))[0])
         total += float(reward)
-    assert env.unwrapped.data.qpos[0] > 60  # it did run past the 40 m the floor is drawn
+    assert env.unwrapped.data.qpos[0] > 45  # it did run past the 40 m the floor is drawn
     env.close()
     assert rendered["return"] == total
     frames = imageio.imread(out)

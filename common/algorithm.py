@@ -49,8 +49,9 @@ class Agent(Protocol):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions for a batch of raw observations (normalization inside)."""
 
-    def update(self, batch: Any) -> dict[str, float]:
-        """One learning step on a common.buffer batch; its metrics."""
+    def update(self, batch: Any) -> dict[str, Any]:
+        """One learning step on a common.buffer batch; its metrics as 0-dim tensors (floats work too), read nothing
+        back from the device (common.recorder reads them once per record; tests/test_sync_free.py)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs to continue training (networks, optimizers, counters)."""

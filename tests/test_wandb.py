@@ -10,7 +10,7 @@ import pytest
 
 from common import layout
 from conftest import REPO
-from tools.wandb_import import import_runs, read_offline_run
+from tools.wandb_import import import_runs, read_offline_run, wait_for_offline_run
 
 SMALL = ["--hidden_dim", "16", "--num_critics", "4", "--utd", "1", "--prefill_min", "64", "--batch_size", "16",
          "--eval_episodes", "1"]
@@ -26,8 +26,8 @@ def test_live_runs_are_named_grouped_stepped_and_linked(tmp_path, tiny_hopper_fi
     train_online.main(["--checkpoint", str(offline), "--online_steps", "30", "--eval_every", "15", "--run_dir",
                        str(tmp_path / "on"), "--wandb_mode", "offline", "--variant", "adaptive_bc_naive",
                        "--alpha_max", "0", *SMALL])
-    off = read_offline_run(next((tmp_path / "off" / "wandb").glob("offline-run-*")))
-    on = read_offline_run(next((tmp_path / "on" / "wandb").glob("offline-run-*")))
+    off = read_offline_run(wait_for_offline_run(next((tmp_path / "off" / "wandb").glob("offline-run-*"))))
+    on = read_offline_run(wait_for_offline_run(next((tmp_path / "on" / "wandb").glob("offline-run-*"))))
     assert off["run"]["name"] == "adaptive_bc/tiny-hopper/seed0/offline" and off["run"]["job_type"] == "offline"
     assert off["run"]["group"] == "study/adaptive_bc/tiny-hopper" and "tiny-hopper" in off["run"]["tags"]
     assert on["run"]["name"] == "adaptive_bc_naive/tiny-hopper/seed0/online"
@@ -56,6 +56,31 @@ def test_committed_runs_replay_into_offline_wandb_runs(tmp_path):
     assert online["config"]["offline_wandb_run_id"] == runs["spot/hopper-medium-mini/seed0/offline"]["run"]["id"]
     again = import_runs(root, tmp_path / "again", study="quickstart")  # the same ids: an import is repeatable
     assert sorted(read_offline_run(p)["run"]["id"] for p in again) == sorted(r["run"]["id"] for r in runs.values())
+    assert all(read_offline_run(p)["complete"] for p in written + again)
+
+
+def test_reading_waits_for_a_run_file_wandb_is_still_writing(tmp_path):
+    """wandb's service can still be writing the .wandb file when `run.finish()` returns (a CI run read one without
+    its run record): the import waits for the exit record, and says so when it never comes."""
+    import shutil
+    import threading
+
+    from common.errors import RunError
+
+    (done,) = import_runs(REPO / "benchmarks" / "results" / "quickstart" / "spot" / "offline", tmp_path / "import")
+    (file,) = done.glob("run-*.wandb")
+    whole = file.read_bytes()
+    folder = tmp_path / "copy"
+    shutil.copytree(done, folder)
+    (copy,) = folder.glob("run-*.wandb")
+    copy.write_bytes(whole[:len(whole) // 3])  # cut inside a record
+    with pytest.raises(RunError, match="did not finish writing"):
+        wait_for_offline_run(folder, timeout=0.5)
+    copy.write_bytes(b"")
+    timer = threading.Timer(0.6, copy.write_bytes, args=(whole,))
+    timer.start()
+    assert read_offline_run(wait_for_offline_run(folder, timeout=30))["run"]["name"] == "spot/hopper-medium-mini/seed0/offline"
+    timer.join()
 
 
 def test_a_wandb_failure_is_one_line_and_leaves_the_folder_as_it_was(tmp_path, tiny_hopper_file):

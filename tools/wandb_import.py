@@ -18,7 +18,10 @@ import hashlib
 import json
 import os
 import struct
+import time
 from pathlib import Path
+
+from google.protobuf.message import DecodeError
 
 from common import layout
 from common.errors import RunError, cli
@@ -55,7 +58,7 @@ def import_runs(root: Path, out: Path, project: str = "offline-to-online", study
         for record in layout.read_metrics(run_dir):
             run.log({**{k: v for k, v in record.items() if k not in ("phase", "step")}, step_key: record["step"]})
         run.finish()
-        written.append(next(target.glob("wandb/offline-run-*")))
+        written.append(wait_for_offline_run(next(target.glob("wandb/offline-run-*"))))
     return written
 
 
@@ -90,7 +93,7 @@ def read_offline_run(run_folder: str | os.PathLike) -> dict:
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             messages.append(pending)
-    out = {"run": None, "metrics": {}, "history": []}
+    out = {"run": None, "metrics": {}, "history": [], "complete": False}
     for message in messages:
         record = pb.Record()
         record.ParseFromString(message)
@@ -105,7 +108,24 @@ def read_offline_run(run_folder: str | os.PathLike) -> dict:
         elif kind == "history":
             out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                    for i in record.history.item})
+        elif kind == "exit":  # the last record wandb writes when a run finishes
+            out["complete"] = True
     return out
+
+
+def wait_for_offline_run(run_folder: Path, timeout: float = 120.0) -> Path:
+    """`run.finish()` can return before wandb's service has written the whole .wandb file (seen on a loaded machine:
+    a file with no run record yet); wait until it ends with the exit record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if read_offline_run(run_folder)["complete"]:
+                return run_folder
+        except (ValueError, struct.error, RunError, DecodeError):  # no file yet, or one cut inside a record
+            pass
+        if time.monotonic() > deadline:
+            raise RunError(f"wandb did not finish writing {run_folder} within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def main(argv=None) -> list[Path]:

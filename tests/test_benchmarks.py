@@ -33,8 +33,8 @@ def test_adaptive_bc_update_flops_by_hand():
 
 def test_throughput_json_report(capsys, monkeypatch):
     """The report's arithmetic on rates we set: every workload 'runs' 50 calls/s (the calls still run once each)
-    and the matmul ceiling is 200 GFLOP/s, so the adaptive_bc update (1.59 GFLOP,
-    hand-checked above) is at 50 · 1.59 / 200 = 39.7 % of the ceiling."""
+    and the matmul ceiling reads 150, 200, then 120 GFLOP/s: the highest, 200, is the ceiling, so the adaptive_bc update
+    (1.59 GFLOP, hand-checked above) is at 50 · 1.59 / 200 = 39.7 % of it."""
     from benchmarks import throughput
 
     def fake_measure(fn, n, warmup, repeats):
@@ -42,10 +42,12 @@ def test_throughput_json_report(capsys, monkeypatch):
         return {"per_s": 50.0, "per_s_min": 40.0, "per_s_max": 60.0}
 
     monkeypatch.setattr(throughput, "measure", fake_measure)
-    monkeypatch.setattr(throughput, "matmul_ceiling", lambda repeats: 200.0)
+    readings = iter([150.0, 200.0] + [120.0] * 10)
+    monkeypatch.setattr(throughput, "matmul_ceiling", lambda repeats: next(readings))
     throughput.main(["--json", "--scale", "0.02", "--repeats", "1"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["threads"] == 1 and report["ceiling_gflops"] == 200.0
+    assert report["ceiling_readings"] == [150.0, 200.0, 120.0, 120.0, 120.0, 120.0]  # before each workload, and after
     names = {"adaptive_bc_update", "adaptive_bc_online_env_step", "spot_vae_update", "spot_update",
              "spot_online_env_step"}
     assert set(report["updates"]) == names

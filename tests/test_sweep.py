@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common import layout
 from conftest import REPO, write_d4rl_file
 from tools import sweep
 
@@ -372,6 +373,22 @@ def test_infeasible_resources_are_found_before_submitting():
     assert sweep.infeasible(trial, two_small + [{"CPU": 8.0, "GPU": 1.0}]) is None
 
 
+def test_a_naive_twin_starts_once_its_sources_offline_checkpoint_exists(tmp_path):
+    """The source trial goes on to its online phase; its twin needs only the final offline checkpoint, so it takes a
+    free slot beside the source's online run instead of waiting for it (the campaign's idle second core)."""
+    source = tmp_path / "spot" / "d" / "seed0"
+    twin = sweep.Trial("spot_naive", "d", 0, str(tmp_path / "spot_naive" / "d" / "seed0"), {"online": ["x"]}, cpus=1,
+                       gpus=0, env={}, cwd="/", offline_source="spot/d/seed0", offline_source_dir=str(source))
+    running = {"spot/d/seed0", twin.name}
+    assert sweep.next_to_submit([twin], running, (1, 0)) == []  # offline phase still running
+    checkpoint = twin.final_checkpoint("offline")
+    assert checkpoint == layout.checkpoint_path(source / "offline", "offline")
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    assert sweep.next_to_submit([twin], running, (1, 0)) == [twin]
+    assert sweep.next_to_submit([twin], running, (0, 0)) == []  # still only when a slot is free
+
+
 def test_trials_go_to_ray_in_order_and_a_naive_twin_right_after_its_source():
     """The campaign's case: 2 CPUs, spot/seed0 and abc/seed1 running. When spot/seed0 ends, its naive twin takes
     the free CPU, not the next seed's trial (Ray, given all trials at once, handed it to seed 1)."""
@@ -389,6 +406,7 @@ def test_trials_go_to_ray_in_order_and_a_naive_twin_right_after_its_source():
     assert names(sweep.next_to_submit(pending, set(names(pending)), (2, 0))) == ["spot_naive/d/seed0", "spot/d/seed1"]
     assert sweep.next_to_submit(pending, set(names(pending)), (0, 0)) == []  # no room: wait
     big = trial("big", 0, cpus=4, gpus=0.5)
+    assert big.final_checkpoint("offline") == Path("/x/big0/offline/checkpoints/offline.pt")
     assert names(sweep.next_to_submit([big, spot1], set(), (2, 1))) == ["spot/d/seed1"]  # the one that fits
     assert names(sweep.next_to_submit([big, spot1], set(), (2, 1), allow_first=True)) == ["big/d/seed0"]
 
@@ -435,18 +453,23 @@ def test_ray_sweep_isolates_a_failing_trial(tmp_path, fake_pkg, ray_address, cap
 @pytest.mark.slow
 def test_ray_sweep_starts_offline_from_trials_after_their_source(tmp_path, fake_pkg, ray_address, capsys):
     spec = fake_spec(tmp_path / "root", fake_pkg, seeds=[0])
-    spec["algorithms"] = {"fake_a": {"module": "fakealgo", "overrides": {"step_seconds": 0.3}},
+    spec["algorithms"] = {"fake_a": {"module": "fakealgo", "overrides": {"step_seconds": 0.3},
+                                     "online_overrides": {"step_seconds": 2.0}},
                           "fake_bad": {"module": "fakealgo", "offline_overrides": {"no_such_key": 1}},
                           "fake_a_naive": {"module": "fakealgo", "offline_from": "fake_a"},
                           "fake_bad_naive": {"module": "fakealgo", "offline_from": "fake_bad"}}
     assert sweep.main([str(write_sweep(tmp_path / "s.yaml", spec)), "--interval", "1"]) == 1
     out = capsys.readouterr().out
     trial = tmp_path / "root" / "{}" / "hopper-medium-gen" / "seed0"
-    source_online = json.loads((Path(str(trial).format("fake_a")) / "status.json").read_text())["time"]
+    source = Path(str(trial).format("fake_a"))
+    source_end = json.loads((source / "status.json").read_text())["time"]
+    source_offline = (source / "offline" / "checkpoints" / "offline.pt").stat().st_mtime
     naive_online = Path(str(trial).format("fake_a_naive")) / "online"
-    # 2 CPUs, but the naive trial waited for its source (4 + 4 steps of 0.3 s) instead of failing at once
+    # 2 CPUs: the naive trial waited for its source's offline checkpoint (4 steps of 0.3 s) instead of failing at
+    # once, and then ran beside the source's online phase (4 steps of 2 s) instead of waiting for it
     assert (naive_online / "checkpoints" / "online.pt").exists()
-    assert (naive_online / "config.yaml").stat().st_mtime >= source_online - 0.5
+    naive_start = (naive_online / "config.yaml").stat().st_mtime
+    assert source_offline - 0.5 <= naive_start < source_end
     assert "done     fake_a_naive/hopper-medium-gen/seed0  offline final 14.0  online final 114.0" in out
     assert "FAILED fake_bad_naive/hopper-medium-gen/seed0: the offline run this trial fine-tunes is missing" in out
     assert "2/4 done, 2 failed" in out

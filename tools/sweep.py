@@ -549,12 +549,14 @@ def infeasible(trial: Trial, nodes: list[dict[str, float]]) -> str | None:
 def next_to_submit(pending: list[Trial], unfinished: set[str], free: tuple[float, float],
                    allow_first: bool = False) -> list[Trial]:
     """The trials to hand to Ray now: in the order of `pending`, each that fits the free (CPUs, GPUs) and whose
-    offline source (if any) is not among the `unfinished` trial names. `allow_first`: nothing is running, so the
-    first eligible trial goes even if it does not fit (Ray then waits for room; the sweep never stalls)."""
+    offline source (if any) has its final offline checkpoint or is no longer among the `unfinished` trial names (a
+    naive twin need not wait for its source's online phase). `allow_first`: nothing is running, so the first eligible
+    trial goes even if it does not fit (Ray then waits for room; the sweep never stalls)."""
     chosen = []
     cpus, gpus = free
     for t in pending:
-        if t.offline_source is not None and t.offline_source in unfinished:
+        if (t.offline_source is not None and t.offline_source in unfinished
+                and not t.final_checkpoint("offline").exists()):
             continue
         if (t.cpus <= cpus + 1e-9 and t.gpus <= gpus + 1e-9) or (allow_first and not chosen):
             chosen.append(t)
@@ -601,8 +603,9 @@ def run_sweep(trials: list[Trial], address: str | None = None, num_cpus: int | N
         next_summary = time.time() + interval
         while refs or pending:
             # Trials are handed to Ray only when a slot is free, in the sweep's order (seed by seed), and a trial
-            # fine-tuning another's offline run only once that trial is over: so a naive twin whose source
-            # just finished goes before any later seed, and a stop leaves whole (dataset, seed) cells.
+            # fine-tuning another's offline run only once that run has its final checkpoint (or its trial is over):
+            # so a naive twin runs beside its source's online phase and goes before any later seed, and a stop
+            # leaves whole (dataset, seed) cells.
             in_flight = list(refs.values())
             free = (capacity[0] - sum(t.cpus for t in in_flight), capacity[1] - sum(t.gpus for t in in_flight))
             waiting_for = {t.name for t in in_flight} | {t.name for t in pending}

@@ -182,7 +182,7 @@ def was_resumed(run_dir: Path | None, phase: str) -> bool:
         return False
     result = read_result(run_dir)
     if result is not None:  # a wall time summed over the segments needs no mark
-        return (result.get("starts") or 1) > 1 and result.get("wall_source") != "segments"
+        return (result.get("starts") or 1) > 1 and result.get("wall_source") not in ("segments", "log")
     if recorded_wall_s(run_dir, phase) is not None:
         return False
     return (starts(run_dir, phase) or 1) > 1
@@ -384,8 +384,8 @@ def markdown(runs: list[RunQuality], notes: list[str] = (), title: str = "Qualit
              f"Dip = lowest score with 0 < step ≤ {DIP_FRACTION:g} · online_steps: evaluations (dip (eval)) and "
              "training episodes with exploration noise (dip (episode)). Lowest (eval) = the lowest evaluation of the "
              "whole online run (step > 0). Wall = config.yaml → final checkpoint "
-             "mtime per phase, or the sum of a resumed run's segments where its checkpoint records them (* resumed, "
-             "recorded before that: last segment only).", "",
+             "mtime per phase, or the sum of a resumed run's segments where its checkpoint or its sweep log's progress bars "
+             "record them (* resumed, neither recorded: last segment only).", "",
              "## Mean and interval over seeds", "",
              f"Interval: [min, max] over the seeds for 2–{MIN_SEEDS_FOR_BOOTSTRAP - 1} seeds, the 95% percentile-"
              f"bootstrap interval for {MIN_SEEDS_FOR_BOOTSTRAP} or more.", "",

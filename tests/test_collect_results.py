@@ -150,3 +150,43 @@ def test_a_collection_killed_midway_completes_on_rerun_and_leaves_only_whole_fil
     assert sorted(p.name for p in offline.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
     assert not list(dest.rglob(".*.tmp"))
     assert collect_results.main([str(sweep_root), str(dest)]) == []  # and now it is whole: nothing to do
+
+
+def test_wall_time_from_the_progress_bars_of_a_trials_log(tmp_path):
+    """Checkpoints written before wall_s was recorded (the campaign's pinned clone): the trial's log shows each
+    segment's progress bar. Hand-computed: a run killed at 1:57:18 and resumed for 16:42 worked 8,040 s; a hand-run
+    twin whose log got a refused start's lines in the middle worked 7:42 (462 s), not 2:00 + 7:42; a VAE bar of 10 s
+    then a policy bar of 5 s, 15 s (and 10 + 20 s where only the total tells the bars apart); no bar, None."""
+    def bar(step, steps, elapsed):
+        return f"spot offline:  {100 * step // steps:3d}%|#  | {step}/{steps} [{elapsed}<00:10, 70.1step/s, score=12.0]\r"
+
+    resumed = tmp_path / "offline.log"
+    resumed.write_text("=== 2026-12-06 09:44:32 on vm: python -m spot.train_offline ...\nSPOT offline: ...\n"
+                       + bar(0, 200000, "00:00") + bar(2000, 200000, "00:30") + bar(160000, 200000, "1:57:18")
+                       + "\n=== 2026-12-06 11:53:11 on vm: python -m spot.train_offline ...\nresuming ...\n"
+                       + bar(160000, 200000, "00:00") + bar(200000, 200000, "16:42") + "\nwrote ...\n")
+    assert collect_results.progress_wall_s(resumed) == 7038 + 1002
+    interleaved = tmp_path / "online.log"
+    interleaved.write_text("=== 12:14:28 (started by hand beside the sweep)\n" + bar(5884, 20000, "02:00")
+                           + "\n=== 12:16:15 the sweep's start\nerror: the folder is in use\n"
+                           + bar(5950, 20000, "02:01") + bar(20000, 20000, "07:42") + "\n")
+    assert collect_results.progress_wall_s(interleaved) == 462
+    two_bars = tmp_path / "two.log"
+    two_bars.write_text(bar(0, 100, "00:00") + bar(100, 100, "00:10") + bar(0, 50, "00:00") + bar(50, 50, "00:05"))
+    assert collect_results.progress_wall_s(two_bars) == 15
+    two_bars.write_text(bar(50, 50, "00:10") + bar(60, 100, "00:12") + bar(100, 100, "00:20"))  # only the total changes
+    assert collect_results.progress_wall_s(two_bars) == 30
+    (tmp_path / "none.log").write_text("=== start\nerror: bad config\n")
+    assert collect_results.progress_wall_s(tmp_path / "none.log") is None
+    assert collect_results.progress_wall_s(tmp_path / "missing.log") is None
+
+
+def test_a_run_without_recorded_wall_time_takes_its_logs_segments(sweep_root, tmp_path):
+    trial = sweep_root / "adaptive_bc" / "tiny" / "seed0"
+    (trial / "offline.log").write_text("=== first start\n| 10/20 [02:00<01:00, x]\r\n=== resumed\n| 10/20 [00:00<?, x]\r"
+                                       "| 20/20 [00:30<00:00, x]\n")  # 150 s; the mtimes say 90
+    dest = tmp_path / "results"
+    collect_results.main([str(sweep_root), str(dest)])
+    result = json.loads((dest / "adaptive_bc" / "tiny" / "seed0" / "offline" / "result.json").read_text())
+    assert (result["wall_min"], result["wall_source"], result["starts"]) == (2.5, "log", 2)
+    assert not quality.was_resumed(dest / "adaptive_bc" / "tiny" / "seed0" / "offline", "offline")  # no * mark

@@ -5,7 +5,8 @@
 Each finished run folder (its checkpoints/<phase>.pt exists) becomes <dest>/<same relative path>/ with its
 config.yaml and metrics.jsonl, and a result.json holding what the checkpoints and file times told and a git
 clone loses: that the run finished, its wall time in minutes (the sum of its segments, recorded in the final
-checkpoint; for older checkpoints config.yaml's mtime to the final checkpoint's, the last segment only if resumed),
+checkpoint; for older checkpoints the progress bars of the trial's log, summed over its segments, or where there is
+no log config.yaml's mtime to the final checkpoint's, the last segment only if resumed),
 how many times it was started (a sweep trial's <phase>.log has one `=== ` line per start) and where it was
 collected from. `common.layout.is_finished` and
 `benchmarks.quality` read it, so reports regenerate from what is committed. A sweep root's sweep.yaml is copied
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,17 +45,42 @@ def starts(run_dir: Path, phase: str) -> int | None:
     return sum(line.startswith("=== ") for line in log.read_text(errors="replace").splitlines())
 
 
+# A progress-bar update in a run's log: "| 160073/200000 [00:01<09:09" or "[1:02:03<" (tqdm's elapsed time)
+BAR = re.compile(r"\| *(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")
+
+
+def progress_wall_s(log: Path) -> float | None:
+    """The seconds a sweep trial's <phase>.log shows its run working: the last elapsed time of each progress bar,
+    summed over the bars (a bar ends where its elapsed time or its step goes back: a resumed process starts a new
+    one). Lines between updates of one bar (another process's `=== ` line, a refused start) do not split it. None
+    when the log shows no bar. Start-up before the bar (loading the data) is not counted."""
+    if not log.is_file():
+        return None
+    total, last = 0.0, None
+    for match in BAR.finditer(log.read_text(errors="replace")):
+        step, steps = int(match.group(1)), int(match.group(2))
+        elapsed = int(match.group(3) or 0) * 3600 + int(match.group(4)) * 60 + int(match.group(5))
+        if last is not None and (elapsed < last[0] or step < last[1] or steps != last[2]):
+            total += last[0]
+        last = (elapsed, step, steps)
+    return None if last is None else total + last[0]
+
+
 def result_of(run_dir: Path) -> dict:
-    """What a git clone loses. wall_min: the final checkpoint's `wall_s` (every segment of a resumed run, summed),
-    or, for a checkpoint written before that was recorded, config.yaml's mtime to the final checkpoint's: the last
-    segment only when the run was resumed (wall_source says which)."""
+    """What a git clone loses. wall_min: the final checkpoint's `wall_s` (every segment of a resumed run, summed);
+    for a checkpoint written before that was recorded, the progress bars of the trial's <phase>.log summed over its
+    segments (tools.sweep writes it), or else config.yaml's mtime to the final checkpoint's: the last segment only
+    when the run was resumed (wall_source says which)."""
     from common.checkpoint import load_checkpoint
 
     phase = layout.phase_of(run_dir)
     final = layout.checkpoint_path(run_dir, phase)
     recorded = load_checkpoint(final, kind=("agent",)).get("wall_s")
+    from_log = progress_wall_s(run_dir.parent / f"{phase}.log")
     if recorded is not None:
         wall, source = float(recorded) / 60.0, "segments"
+    elif from_log is not None:
+        wall, source = from_log / 60.0, "log"
     else:
         wall, source = (final.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60.0, "mtimes"
     return {"finished": True, "phase": phase, "wall_min": round(wall, 2), "wall_source": source,

@@ -54,11 +54,14 @@ def paper_budget(algo: str) -> dict[str, int]:
 
 
 def _run(cmd: list[str], log: Path, timeout: float) -> float:
+    # Each process compiles from scratch: with inductor's caches the second slice would reuse the first's kernels,
+    # and the difference of the two slices would hide compilation time in the rate.
+    env = {**os.environ, "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
     start = time.perf_counter()
     with open(log, "a") as f:
         f.write("=== " + " ".join(cmd) + "\n")
         f.flush()
-        done = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+        done = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RunError(f"{cmd[2]} exited with {done.returncode}; see {log}")
     return time.perf_counter() - start
@@ -95,14 +98,21 @@ def extrapolate(long: dict, short: dict, budget: dict[str, int]) -> dict:
     out = {}
     for phase in ("offline", "online"):
         steps = long[f"{phase}_steps"] - short[f"{phase}_steps"]
-        seconds = max(long[f"{phase}_wall_s"] - short[f"{phase}_wall_s"], 1e-9)
+        seconds = long[f"{phase}_wall_s"] - short[f"{phase}_wall_s"]
+        if seconds <= 0:  # the fixed costs (compilation) varied more than the extra steps cost: no rate to give
+            out.update({f"{phase}_steps_per_s": None, f"{phase}_fixed_s": None, f"paper_{phase}_h": None})
+            continue
         rate = steps / seconds
-        fixed = max(short[f"{phase}_wall_s"] - short[f"{phase}_steps"] / rate, 0.0)
         out[f"{phase}_steps_per_s"] = rate
-        out[f"{phase}_fixed_s"] = fixed
-        out[f"paper_{phase}_h"] = (budget[f"{phase}_steps"] / rate + fixed) / 3600
-    out["paper_total_h"] = out["paper_offline_h"] + out["paper_online_h"]
+        out[f"{phase}_fixed_s"] = max(short[f"{phase}_wall_s"] - short[f"{phase}_steps"] / rate, 0.0)
+        out[f"paper_{phase}_h"] = (budget[f"{phase}_steps"] / rate + out[f"{phase}_fixed_s"]) / 3600
+    both = (out["paper_offline_h"], out["paper_online_h"])
+    out["paper_total_h"] = None if None in both else sum(both)
     return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def markdown(report: dict) -> str:
@@ -114,15 +124,17 @@ def markdown(report: dict) -> str:
         if "extrapolation" not in row:
             continue
         x = row["extrapolation"]
-        lines.append(f"| {row['algo']} | {row['mode']} | {x['offline_steps_per_s']:.1f} | {x['online_steps_per_s']:.1f} | "
-                     f"{x['offline_fixed_s']:.0f} / {x['online_fixed_s']:.0f} | {x['paper_total_h']:.1f} h "
-                     f"({x['paper_offline_h']:.1f} offline + {x['paper_online_h']:.1f} online) |")
+        lines.append(f"| {row['algo']} | {row['mode']} | {_fmt(x['offline_steps_per_s'], '.1f')} | "
+                     f"{_fmt(x['online_steps_per_s'], '.1f')} | {_fmt(x['offline_fixed_s'], '.0f')} / "
+                     f"{_fmt(x['online_fixed_s'], '.0f')} | {_fmt(x['paper_total_h'], '.1f')} h "
+                     f"({_fmt(x['paper_offline_h'], '.1f')} offline + {_fmt(x['paper_online_h'], '.1f')} online) |")
     lines += ["", "Paper scale: each algorithm's Config defaults (" + "; ".join(
         f"{a}: " + ", ".join(f"{k} {v:,}" for k, v in b.items()) for a, b in report["paper_budget"].items()) +
         "). An extrapolation from slices of " + ", ".join(
         f"{r['long']['offline_steps']:,} offline updates and {r['long']['online_steps']:,} env steps"
         for r in list(report["slices"].values())[:1]) + ", not a measured run. SPOT's offline rate counts its policy "
-        "updates; its VAE updates (one per ten, the paper's ratio) are inside the time."]
+        "updates; its VAE updates (one per ten, the paper's ratio) are inside the time. –: the long slice took no longer "
+        "than the short one (fixed costs such as compilation varied more than the extra steps cost): give longer slices."]
     return "\n".join(lines)
 
 

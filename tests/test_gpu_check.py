@@ -23,6 +23,19 @@ def test_steady_rate_and_paper_time_come_from_the_difference_of_two_slices():
     assert x["paper_total_h"] == pytest.approx(20_020 / 3600)
 
 
+def test_a_long_slice_no_slower_than_the_short_one_gives_no_rate():
+    """Compilation time varies between processes; where it swamps the extra steps there is no rate, not a huge one."""
+    long = {"offline_steps": 20, "offline_wall_s": 11.0, "online_steps": 10, "online_wall_s": 30.0}
+    short = {"offline_steps": 4, "offline_wall_s": 12.0, "online_steps": 2, "online_wall_s": 20.0}
+    x = gpu_check.extrapolate(long, short, {"offline_steps": 1_000_000, "online_steps": 250_000})
+    assert x["offline_steps_per_s"] is None and x["paper_offline_h"] is None and x["paper_total_h"] is None
+    assert x["online_steps_per_s"] == pytest.approx(0.8)
+    row = {"algo": "spot", "mode": "compile", "long": long, "short": short, "extrapolation": x}
+    text = gpu_check.markdown({"device_name": "cpu", "torch": "t", "dataset": "d", "eval_episodes": 1,
+                               "paper_budget": {"spot": {"offline_steps": 1}}, "slices": {"spot-compile": row}})
+    assert "| spot | compile | – | 0.8 | – / 18 | – h (– offline + 86.8 online) |" in text  # fixed: 20 − 2 / 0.8
+
+
 def test_paper_budget_is_each_algorithms_defaults():
     assert gpu_check.paper_budget("adaptive_bc") == {"offline_steps": 1_000_000, "online_steps": 250_000}
     assert gpu_check.paper_budget("spot") == {"offline_steps": 1_000_000, "online_steps": 250_000,

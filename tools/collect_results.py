@@ -51,8 +51,8 @@ BAR = re.compile(r"\| *(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")
 
 def progress_wall_s(log: Path) -> float | None:
     """The seconds a sweep trial's <phase>.log shows its run working: the last elapsed time of each progress bar,
-    summed over the bars (a bar ends where its elapsed time or its step goes back: a resumed process starts a new
-    one). Lines between updates of one bar (another process's `=== ` line, a refused start) do not split it. None
+    summed over the bars (a bar ends where its elapsed time or its step goes back, or its total changes: a resumed
+    process starts a new one). Lines between updates of one bar (another process's `=== ` line, a refused start) do not split it. None
     when the log shows no bar. Start-up before the bar (loading the data) is not counted."""
     if not log.is_file():
         return None
@@ -76,7 +76,7 @@ def result_of(run_dir: Path) -> dict:
     phase = layout.phase_of(run_dir)
     final = layout.checkpoint_path(run_dir, phase)
     recorded = load_checkpoint(final, kind=("agent",)).get("wall_s")
-    from_log = progress_wall_s(run_dir.parent / f"{phase}.log")
+    from_log = None if recorded is not None else progress_wall_s(run_dir.parent / f"{phase}.log")
     if recorded is not None:
         wall, source = float(recorded) / 60.0, "segments"
     elif from_log is not None:

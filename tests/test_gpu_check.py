@@ -61,7 +61,9 @@ def test_a_tiny_check_runs_on_the_cpu_and_reports_every_slice(tmp_path):
         for size in ("long", "short"):
             assert 0 < row[size]["offline_wall_s"] <= row[size]["offline_process_s"]
             assert 0 < row[size]["online_wall_s"] <= row[size]["online_process_s"]
-        assert row["extrapolation"]["paper_total_h"] > 0
+        x = row["extrapolation"]  # tiny slices: start-up can swamp the extra steps, and then there is no rate
+        assert all(x[k] is None or x[k] > 0 for k in ("offline_steps_per_s", "online_steps_per_s", "paper_total_h"))
+        assert (x["paper_total_h"] is None) == (None in (x["offline_steps_per_s"], x["online_steps_per_s"]))
     spot = layout.read_config(tmp_path / "runs" / "spot-eager-long" / "offline")
     assert (spot["vae_steps"], spot["offline_steps"], spot["hidden_dim"]) == (2, 20, 256)  # the paper's 1 : 10, sizes
     online = layout.read_config(tmp_path / "runs" / "adaptive_bc-eager-long" / "online")

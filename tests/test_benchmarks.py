@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
+import torch
 
 from benchmarks import flops
 
@@ -73,3 +75,65 @@ def test_throughput_profile_names_the_ops_and_the_matmul_share(capsys):
     assert "aten::addmm" in out and "aten::uniform_" in out and "aten::bernoulli_" not in out
     with pytest.raises(SystemExit, match="unknown workload 'spot'; choose from adaptive_bc_update"):
         throughput.main(["--profile", "spot"])
+
+
+def test_matmul_recorder_counts_forward_and_backward_by_hand():
+    """A 3 → 4 → 2 MLP on 5 rows, forward and backward: 2 addmm forward, then layer 2's input and weight gradients
+    and layer 1's weight gradient (its input is data): 3 mm. FLOPs 2·5·(3·4 + 4·2) + 2·5·2·4 + 2·5·(4·2 + 3·4)."""
+    from benchmarks import matmul_bound
+
+    assert matmul_bound.matmul_flops("mm", (3, 4), (4, 5)) == 120
+    assert matmul_bound.matmul_flops("baddbmm", (2, 3, 4), (2, 4, 5)) == 240
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    recorder = matmul_bound.record(lambda: net(x).sum().backward(), calls=2)
+    ops = Counter()
+    for key, count in recorder.counts.items():
+        ops[recorder.ops[key].overloadpacket.__name__] += count
+    assert ops == {"addmm": 4, "mm": 6}  # per call 2 and 3
+    assert matmul_bound.executed_flops(recorder, calls=2) == 200 + 80 + 200
+    rows, totals = matmul_bound.replay(recorder, calls=2, repeats=2, target_s=1e-4)
+    transposed = {(r["op"], tuple(r["a"]), tuple(r["b"])): r["transposed"] for r in rows}
+    assert transposed[("addmm", (5, 3), (3, 4))] == [False, True]  # x @ W1.T, the weight's layout replayed
+    assert sum(r["per_update"] for r in rows) == 5 and all(r["seconds"] > 0 for r in rows) and len(totals) == 2
+
+
+def test_updates_dispatch_only_the_matmuls_the_math_needs():
+    """What the three updates actually dispatch (recorded) against benchmarks/flops.py's minimum: at most 1% more
+    (the first layers' full input gradients where only the action columns are needed). A wasted matmul (e.g. critic
+    weight gradients in SPOT's actor step, ~2%) fails this."""
+    from benchmarks import matmul_bound, throughput
+
+    throughput.set_threads(1)
+    torch.manual_seed(0)
+    specs, _, env = throughput.workloads(torch.device("cpu"), False, 1.0)
+    env.close()
+    for name in matmul_bound.WORKLOADS:
+        fn, _, min_flop = specs[name]
+        executed = matmul_bound.executed_flops(matmul_bound.record(fn, calls=4), calls=4)
+        assert 1.0 <= executed / min_flop <= 1.01, (name, executed / min_flop)
+
+
+def test_matmul_bound_report_arithmetic(capsys, monkeypatch):
+    """Every matmul alone and every update 'run' 1000 calls/s; the ceiling reads 100, 200, 150 (before each of two
+    workloads, after the last): the bound is
+    min FLOPs / (matmuls per update / 1000 s) / 200, the measured fraction min FLOPs · 1000 / 200."""
+    from benchmarks import matmul_bound, throughput
+
+    monkeypatch.setattr(throughput, "measure", lambda fn, n, warmup, repeats: (fn(), {"per_s": 1000.0})[1])
+    readings = iter([100.0, 200.0, 150.0])
+    monkeypatch.setattr(throughput, "matmul_ceiling", lambda repeats: next(readings))
+    matmul_bound.main(["--workloads", "spot_update,adaptive_bc_update", "--calls", "2", "--repeats", "1", "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert report["ceiling_gflops"] == 200.0 and report["ceiling_readings"] == [100.0, 200.0, 150.0]
+    spot = report["workloads"][0]
+    assert spot["name"] == "spot_update" and spot["min_gflop"] == pytest.approx(flops.spot_policy_update(17, 6) / 1e9)
+    matmuls = sum(s["per_update"] for s in spot["shapes"])
+    assert spot["matmul_ms_alone"] == pytest.approx(matmuls)  # 1 ms each
+    assert spot["bound_fraction"] == pytest.approx(spot["min_gflop"] / (matmuls / 1000) / 200)
+    assert spot["measured_ms"] == pytest.approx(1.0) and spot["matmul_share"] == pytest.approx(matmuls)
+    assert spot["measured_fraction"] == pytest.approx(spot["min_gflop"] * 1000 / 200)
+    assert "| spot_update | 1.014 |" in "\n".join(out)
+    with pytest.raises(SystemExit, match="unknown 'spot'; choose from adaptive_bc_update"):
+        matmul_bound.main(["--workloads", "spot"])

@@ -644,3 +644,20 @@ def test_each_sweep_file_run_into_a_root_keeps_its_own_record(tmp_path):
     sweep.record_sweep_file(root, variant)
     assert (root / "sweep-truncated-utd10.yaml").read_text() == "seeds: [0, 1]\n"
     assert sorted(p.name for p in root.iterdir()) == ["sweep-truncated-utd10.yaml", "sweep.yaml"]  # no .tmp left
+
+
+def test_a_dataset_entry_can_have_its_own_seeds(tmp_path):
+    """`seeds` on a dataset entry replaces the sweep's for that dataset (issue 27: five seeds on two datasets, three
+    elsewhere); trials still go seed by seed, and `--seeds 3` selects only the datasets that have seed 3."""
+    path = write_sweep(tmp_path / "s.yaml", {"seeds": 2, "algorithms": {"a": {}},
+                                             "datasets": [{"dataset": "d4rl:x-v2", "seeds": 4}, "d4rl:y-v2",
+                                                          {"dataset": "d4rl:z-v2", "seeds": [5, 0]}]})
+    trials = sweep.load_sweep(path, cwd=tmp_path)
+    assert [t.name for t in trials] == ["a/x-v2/seed0", "a/y-v2/seed0", "a/z-v2/seed0", "a/x-v2/seed1",
+                                        "a/y-v2/seed1", "a/x-v2/seed2", "a/x-v2/seed3", "a/z-v2/seed5"]
+    assert all(t.commands["offline"][t.commands["offline"].index("--seed") + 1] == str(t.seed) for t in trials)
+    assert [t.name for t in sweep.select_trials(trials, seeds="3,5")] == ["a/x-v2/seed3", "a/z-v2/seed5"]
+    with pytest.raises(sweep.SweepError, match=r"datasets\[1\].seeds must be a count"):
+        sweep.load_sweep(write_sweep(tmp_path / "t.yaml", {"seeds": 2, "algorithms": {"a": {}},
+                                                           "datasets": ["d4rl:x-v2", {"dataset": "d4rl:y-v2",
+                                                                                      "seeds": 0}]}), cwd=tmp_path)

@@ -106,7 +106,7 @@ class Trial:
 TOP_KEYS = {"root", "seeds", "datasets", "algorithms", "overrides", "offline_overrides", "online_overrides",
             "resources", "env"}
 ALGO_KEYS = {"module", "overrides", "offline_overrides", "online_overrides", "resources", "env", "offline_from"}
-DATASET_KEYS = {"name", "config", "dataset", "overrides", "algorithm_overrides"}
+DATASET_KEYS = {"name", "config", "dataset", "overrides", "algorithm_overrides", "seeds"}
 RESOURCE_KEYS = {"cpus", "gpus"}
 
 
@@ -160,7 +160,7 @@ def _absolute(path: str, base: Path) -> str:
 
 def _datasets(entries: Any, cwd: Path) -> list[dict]:
     """Each entry -> {"name", "config" (a template, {algo} = the package; or None), "dataset" (or None),
-    "overrides"}."""
+    "overrides", "algorithm_overrides", "seeds" (its own seeds, or None: the sweep's)}."""
     if not isinstance(entries, list) or not entries:
         raise SweepError("datasets must be a non-empty list")
     out = []
@@ -179,7 +179,8 @@ def _datasets(entries: Any, cwd: Path) -> list[dict]:
                     for algo, values in _mapping(entry.get("algorithm_overrides"), f"{where}.algorithm_overrides").items()}
         out.append({"name": str(name), "config": _absolute(config, cwd) if config else None, "dataset": spec,
                     "overrides": _overrides(entry.get("overrides"), f"{where}.overrides"),
-                    "algorithm_overrides": per_algo})
+                    "algorithm_overrides": per_algo,
+                    "seeds": _seeds(entry["seeds"], f"{where}.seeds") if "seeds" in entry else None})
     names = [d["name"] for d in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -187,14 +188,14 @@ def _datasets(entries: Any, cwd: Path) -> list[dict]:
     return out
 
 
-def _seeds(value: Any) -> list[int]:
+def _seeds(value: Any, where: str = "seeds") -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         if len(set(value)) != len(value):
-            raise SweepError(f"seeds repeat: {value}")
+            raise SweepError(f"{where} repeat: {value}")
         return list(value)
-    raise SweepError(f"seeds must be a count (5 -> 0..4) or a list of integers, got {value!r}")
+    raise SweepError(f"{where} must be a count (5 -> 0..4) or a list of integers, got {value!r}")
 
 
 def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.PathLike | None = None) -> list[Trial]:
@@ -234,9 +235,15 @@ def load_sweep(path: str | os.PathLike, root: str | None = None, cwd: str | os.P
             raise SweepError(f"datasets entry {data['name']!r}: algorithm_overrides names {', '.join(unknown)}, not an "
                              f"algorithm of this sweep ({', '.join(algorithms)})")
 
+    for data in datasets:  # a dataset entry's own seeds replace the sweep's
+        data["seeds"] = data["seeds"] if data["seeds"] is not None else seeds
+    # seed by seed: the sweep's seeds in its order, then the seeds only some entries have
+    all_seeds = dict.fromkeys([*seeds, *sorted(seed for data in datasets for seed in data["seeds"])])
     trials = []
-    for seed in seeds:
+    for seed in all_seeds:
         for data in datasets:
+            if seed not in data["seeds"]:
+                continue
             for algo, algo_spec in algorithms.items():
                 where = f"algorithms.{algo}"
                 module = str(algo_spec.get("module") or algo)

@@ -79,3 +79,15 @@ def test_score_bands_scores_each_kernel_path_and_seed_set(tmp_path, tiny_hopper_
     assert score_bands.band_text(entry) == f"{min(expected):.1f}–{max(expected):.1f}"
     with pytest.raises(SystemExit):
         score_bands.main([str(model), "--paths", "sse9"])
+    # --merge adds a model to the report and keeps the others; a report measured differently is refused, untouched
+    second = model.with_name("second.pt")
+    second.write_bytes(model.read_bytes())
+    score_bands.main([str(second), "--paths", "native", "--eval-seeds", "2", "--episodes", "2", "--out", str(out),
+                      "--merge"])
+    merged = json.loads(out.read_text())
+    assert merged["models"][model.name] == entry and merged["models"]["second.pt"]["scores"] == {"native": expected}
+    before = out.read_text()
+    with pytest.raises(SystemExit, match=r"measured differently \(eval_seeds: 2 there, 1 now\)"):
+        score_bands.main([str(second), "--paths", "native", "--eval-seeds", "1", "--episodes", "2", "--out", str(out),
+                          "--merge"])
+    assert out.read_text() == before

@@ -52,12 +52,20 @@ def test_shipped_model_loads_and_acts(path):
 
 
 def test_probes_tell_the_policies_apart():
-    """The tolerance is far below the gap between two policies: the offline and online models of one (dataset,
-    algorithm) differ on each other's probes by much more than PROBE_ATOL."""
-    offline = [p for p in MODELS if p.name.endswith("_offline.pt")]
-    assert offline
-    for path in offline:
-        agent, _ = load_agent(path)
-        other = torch.load(path.with_name(path.name.replace("_offline", "_online")), weights_only=True)["probe"]
-        gap = np.abs(agent.act(other["observations"].numpy()) - other["actions"].numpy()).max()
-        assert gap > 100 * PROBE_ATOL, f"{path.name}: {gap}"
+    """The tolerance is far below the gap between two policies: each shipped model differs from every other model
+    of its dataset (offline vs online, one algorithm vs the other) on the other's probe by much more than PROBE_ATOL."""
+    by_dataset: dict[str, list[Path]] = {}
+    for path in MODELS:
+        by_dataset.setdefault(NAME.match(path.name)["dataset"], []).append(path)
+    pairs = 0
+    for paths in by_dataset.values():
+        for path in paths:
+            agent, _ = load_agent(path)
+            for other_path in paths:
+                if other_path == path:
+                    continue
+                other = torch.load(other_path, weights_only=True)["probe"]
+                gap = np.abs(agent.act(other["observations"].numpy()) - other["actions"].numpy()).max()
+                assert gap > 100 * PROBE_ATOL, f"{path.name} on {other_path.name}'s probe: {gap}"
+                pairs += 1
+    assert pairs >= len(MODELS)

@@ -92,6 +92,17 @@ def measure(models: list[Path], paths: list[str], eval_seeds: int, episodes: int
     return report
 
 
+def merge_reports(previous: dict, new: dict, where: Path) -> dict:
+    """`previous` with `new`'s models added (or replaced); refused where a band would mean something else (another
+    machine, kernel paths, seed sets or torch), so one report holds bands measured alike."""
+    differ = [key for key in ("machine", "paths", "eval_seeds", "seed_stride", "torch") if previous.get(key) != new.get(key)]
+    if differ:
+        details = "; ".join(f"{key}: {previous.get(key)!r} there, {new.get(key)!r} now" for key in differ)
+        raise SystemExit(f"--merge: {where} was measured differently ({details}); rerun every model into a new "
+                         f"report instead (python -m tools.score_bands models/*.pt --out {where})")
+    return {**new, "models": {**previous["models"], **new["models"]}}
+
+
 def band_text(entry: dict) -> str:
     """The README's wording of a model's band: '38.2–46.0'."""
     return f"{entry['min']:.1f}–{entry['max']:.1f}"
@@ -104,6 +115,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-seeds", type=int, default=5, help="seed sets per kernel path (default 5)")
     parser.add_argument("--episodes", type=int, help="episodes per evaluation (default: the run's eval_episodes)")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"kernel paths, comma-separated ({', '.join(PATHS)})")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models of an existing --out report (measured on the same machine, kernel "
+                             "paths, seed sets and torch) and add or replace these")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: score in this process
     args = parser.parse_args(argv)
     if args.eval_seeds < 1:
@@ -118,7 +132,15 @@ def main(argv=None) -> dict:
     unknown = [p for p in paths if p not in PATHS]
     if unknown or not paths:
         parser.error(f"unknown kernel path(s) {', '.join(unknown) or repr(args.paths)}; choose from {', '.join(PATHS)}")
+    previous = None
+    if args.merge:
+        if not args.out:
+            parser.error("--merge needs --out (the report to add these models to)")
+        if args.out.is_file():
+            previous = json.loads(args.out.read_text())
     report = measure(args.models, paths, args.eval_seeds, args.episodes)
+    if previous is not None:
+        report = merge_reports(previous, report, args.out)
     for name, entry in report["models"].items():
         recorded = "–" if entry["recorded"] is None else f"{entry['recorded']:.1f}"
         print(f"{name}: recorded {recorded}; {len(paths)} kernel paths × {args.eval_seeds} seed sets: {band_text(entry)}")

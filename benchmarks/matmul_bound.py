@@ -88,31 +88,26 @@ def record(fn, calls: int) -> MatmulRecorder:
     return recorder
 
 
-def _factors(key, ops, generator=None):
-    """(op name, fresh args, fresh kwargs, flop) of one recorded matmul; tensors are empty shells without a generator."""
-    _, arg_specs, kwarg_specs = key
-    make = (lambda s: _fresh(s, generator)) if generator is not None else _shell
-    args = [make(s) for s in arg_specs]
-    kwargs = {k: make(s) for k, s in kwarg_specs}
+def _flop(key, ops) -> tuple[str, float]:
+    """(op name, FLOPs) of one recorded matmul, from its recorded argument shapes."""
     op = ops[key].overloadpacket.__name__
     i, j = MATMULS[op]
-    return op, args, kwargs, matmul_flops(op, args[i].shape, args[j].shape)
+    arg_specs = key[1]
+    return op, matmul_flops(op, arg_specs[i][1], arg_specs[j][1])
 
 
-class _Shape:
-    """A recorded tensor argument's shape alone (counting FLOPs needs no memory)."""
-
-    def __init__(self, spec):
-        self.shape = tuple(spec[1])
-
-
-def _shell(spec):
-    return spec[1] if spec[0] == "value" else _Shape(spec)
+def _factors(key, ops, generator: torch.Generator):
+    """(op name, fresh args, fresh kwargs, FLOPs) of one recorded matmul."""
+    _, arg_specs, kwarg_specs = key
+    args = [_fresh(s, generator) for s in arg_specs]
+    kwargs = {k: _fresh(s, generator) for k, s in kwarg_specs}
+    op, flop = _flop(key, ops)
+    return op, args, kwargs, flop
 
 
 def executed_flops(recorder: MatmulRecorder, calls: int) -> float:
     """Matmul FLOPs per call that the recorded calls actually dispatched."""
-    return sum(count * _factors(key, recorder.ops)[3] for key, count in recorder.counts.items()) / calls
+    return sum(count * _flop(key, recorder.ops)[1] for key, count in recorder.counts.items()) / calls
 
 
 def replay(recorder: MatmulRecorder, calls: int, repeats: int = 5, target_s: float = 0.02,

@@ -4,6 +4,7 @@
     python -m benchmarks.throughput --threads 2 --json
     python -m benchmarks.throughput --compile       # the networks compiled, as training's --compile true
     python -m benchmarks.throughput --threads 2 --profile spot_update   # where one kind of update's time goes
+    python -m benchmarks.throughput --versus-compiled --json   # eager and --compile true in alternating blocks
 
 Each measurement: warm-up, then `--repeats` timed repeats; we report the median rate and the
 min–max spread. The ceiling is fp32 1024x1024 matmul GFLOP/s at the same thread count, measured in
@@ -172,6 +173,61 @@ def profile(name: str, threads: int, device: str, compile_: bool, calls: int, ro
             f"matmul ops (self time) {100 * matmul / total:.0f}% of op time\n{table}")
 
 
+UPDATES = ("adaptive_bc_update", "spot_vae_update", "spot_update")
+
+
+def versus_compiled(threads: int, device: str, rounds: int, scale: float) -> dict:
+    """Each update eager and compiled (training's --compile true) in alternating blocks, the order flipped every
+    round, the matmul ceiling read before each round and after the last: on a shared VM a slow minute hits both
+    variants, where two separate runs can differ by 1.5x. Per update: median ms per call of each variant over the
+    rounds, their ratio, and each variant's fraction of the highest ceiling reading."""
+    set_threads(threads)
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    variants = {}
+    for name, compile_ in (("eager", False), ("compiled", True)):
+        specs, _, env = workloads(dev, compile_, scale)
+        env.close()
+        variants[name] = specs
+        for update in UPDATES:  # warm-up; compiles the compiled variant's graphs
+            fn, count, _ = specs[update]
+            measure(fn, 1, warmup=max(3, count // 10) + (20 if compile_ else 0), repeats=1)
+    ms = {update: {name: [] for name in variants} for update in UPDATES}
+    readings = []
+    for round_ in range(rounds):
+        readings.append(matmul_ceiling(3))
+        order = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
+        for update in UPDATES:
+            for name in order:
+                fn, count, _ = variants[name][update]
+                ms[update][name].append(1e3 / measure(fn, count, warmup=0, repeats=1)["per_s"])
+    readings.append(matmul_ceiling(3))
+    ceiling = max(readings)
+    updates = {}
+    for update in UPDATES:
+        flop = variants["eager"][update][2]
+        med = {name: statistics.median(values) for name, values in ms[update].items()}
+        updates[update] = {"gflop_per_update": flop / 1e9, "rounds_ms": ms[update],
+                           **{f"{name}_ms": value for name, value in med.items()},
+                           **{f"{name}_fraction_of_ceiling": flop / 1e9 / (value / 1e3) / ceiling
+                              for name, value in med.items()},
+                           "compiled_speedup": med["eager"] / med["compiled"]}
+    return {"mode": "versus_compiled", "threads": threads, "device": device, "rounds": rounds, "torch": torch.__version__,
+            "ceiling_gflops": ceiling, "ceiling_readings": readings, "updates": updates}
+
+
+def versus_markdown(report: dict) -> str:
+    lines = [f"threads {report['threads']}, device {report['device']}, {report['rounds']} alternating rounds, matmul "
+             f"ceiling {report['ceiling_gflops']:.1f} GFLOP/s (highest of {len(report['ceiling_readings'])} readings, "
+             f"lowest {min(report['ceiling_readings']):.1f})", "",
+             "| update | eager ms | of ceiling | compiled ms | of ceiling | compiled speed-up |", "|---|---|---|---|---|---|"]
+    for name, u in report["updates"].items():
+        lines.append(f"| {name} | {u['eager_ms']:.2f} | {100 * u['eager_fraction_of_ceiling']:.0f}% | "
+                     f"{u['compiled_ms']:.2f} | {100 * u['compiled_fraction_of_ceiling']:.0f}% | "
+                     f"{u['compiled_speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
@@ -199,8 +255,15 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--profile", metavar="NAME", help="profile one workload (e.g. spot_update) instead")
     parser.add_argument("--calls", type=int, default=50, help="calls profiled with --profile")
+    parser.add_argument("--versus-compiled", action="store_true",
+                        help="the updates eager and compiled in alternating blocks (--rounds of them) instead")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds with --versus-compiled")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.versus_compiled:
+        report = versus_compiled(args.threads, args.device, args.rounds, args.scale)
+        print(json.dumps(report) if args.json else versus_markdown(report))
+        return report
     if args.profile:
         print(profile(args.profile, args.threads, args.device, args.compile, args.calls))
         return None

@@ -20,7 +20,7 @@ from common.config import BaseConfig, ConfigError
 from common.datasets import env_family
 from common.errors import RunError
 from common.normalizer import ObsNormalizer
-from common.utils import compile_in_place, set_learning_rate
+from common.utils import compile_in_place, compiled, set_learning_rate
 from spot.networks import (VAE, Actor, TwinCritic, is_legacy_critic_state, kl_to_standard_normal,
                            upgrade_critic_optimizer_state, upgrade_critic_state)
 
@@ -177,8 +177,9 @@ class SpotAgent:
         self.vae = VAE(obs_dim, act_dim, max_action, cfg.vae_hidden, cfg.vae_latent_dim).to(self.device)
         self.vae.requires_grad_(False)  # frozen in the policy stage: gradients flow to the action only
         self.actor_optimizer, self.critic_optimizer = self._make_optimizers()
-        if cfg.compile:
+        if cfg.compile:  # the actor loss whole (actor, Q1 and the VAE's penalty: their element-wise work fused)
             compile_in_place((self.actor, self.critic, self.actor_target, self.critic_target, self.vae), self.device)
+            self.actor_loss = compiled(self.actor_loss, self.device)
         self.lambd = resolve_lambda(cfg.lambd, cfg.env, cfg.dataset)
         self.updates = 0
         self._diverged_at: torch.Tensor | None = None  # first update past q_divergence_limit (-1: none), on device

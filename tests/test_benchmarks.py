@@ -137,3 +137,50 @@ def test_matmul_bound_report_arithmetic(capsys, monkeypatch):
     assert "| spot_update | 1.014 |" in "\n".join(out)
     with pytest.raises(SystemExit, match="unknown 'spot'; choose from adaptive_bc_update"):
         matmul_bound.main(["--workloads", "spot"])
+
+
+def test_versus_compiled_alternates_the_variants_and_reports_their_ratio(capsys, monkeypatch):
+    """--versus-compiled on workloads we make: each 'update' takes a set time (eager 20 ms, compiled 16 ms, except one
+    slow compiled round of 40 ms), the ceiling reads 100 then 160 GFLOP/s. Medians over 3 rounds: eager 20, compiled 16
+    ms, speed-up 1.25; the order flips every round; fractions use the highest reading (160)."""
+    from benchmarks import throughput
+
+    calls = []
+    slow = {"round": 0}  # the ceiling is read before each round
+
+    def fake_workloads(dev, compile_, scale):
+        name = "compiled" if compile_ else "eager"
+        specs = {update: ((lambda name=name, update=update: calls.append((name, update))), 2, 1.6e9)
+                 for update in throughput.UPDATES}
+        return specs, None, type("Env", (), {"close": lambda self: None})()
+
+    def fake_measure(fn, n, warmup, repeats):
+        fn()
+        name, update = calls[-1]
+        ms = 20.0 if name == "eager" else 16.0
+        if name == "compiled" and update == "spot_update" and slow["round"] == 2:
+            ms = 40.0
+        return {"per_s": 1e3 / ms, "per_s_min": 0.0, "per_s_max": 0.0}
+
+    readings = iter([100.0, 160.0, 120.0, 110.0])
+
+    def fake_ceiling(repeats):
+        slow["round"] += 1
+        return next(readings)
+
+    monkeypatch.setattr(throughput, "workloads", fake_workloads)
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    monkeypatch.setattr(throughput, "matmul_ceiling", fake_ceiling)
+    throughput.main(["--versus-compiled", "--rounds", "3", "--json"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["ceiling_gflops"] == 160.0 and report["ceiling_readings"] == [100.0, 160.0, 120.0, 110.0]
+    timed = calls[2 * len(throughput.UPDATES):]  # after one warm-up call per variant and update
+    per_round = 2 * len(throughput.UPDATES)
+    assert [name for name, _ in timed[:2]] == ["eager", "compiled"]
+    assert [name for name, _ in timed[per_round:per_round + 2]] == ["compiled", "eager"]  # flipped in round 2
+    spot = report["updates"]["spot_update"]
+    assert spot["rounds_ms"]["compiled"] == [16.0, 40.0, 16.0]
+    assert spot["eager_ms"] == 20.0 and spot["compiled_ms"] == 16.0 and spot["compiled_speedup"] == 1.25
+    assert spot["eager_fraction_of_ceiling"] == pytest.approx(1.6 / 0.020 / 160)  # 0.5
+    assert spot["compiled_fraction_of_ceiling"] == pytest.approx(1.6 / 0.016 / 160)  # 0.625
+    assert "| spot_update | 20.00 | 50% | 16.00 | 62% | 1.25x |" in throughput.versus_markdown(report)

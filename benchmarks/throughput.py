@@ -216,10 +216,14 @@ def versus_compiled(threads: int, device: str, rounds: int, scale: float) -> dic
             "ceiling_gflops": ceiling, "ceiling_readings": readings, "updates": updates}
 
 
+def _ceiling(report: dict) -> str:
+    return (f"matmul ceiling {report['ceiling_gflops']:.1f} GFLOP/s (fp32 1024x1024; the highest of "
+            f"{len(report['ceiling_readings'])} readings, lowest {min(report['ceiling_readings']):.1f})")
+
+
 def versus_markdown(report: dict) -> str:
-    lines = [f"threads {report['threads']}, device {report['device']}, {report['rounds']} alternating rounds, matmul "
-             f"ceiling {report['ceiling_gflops']:.1f} GFLOP/s (highest of {len(report['ceiling_readings'])} readings, "
-             f"lowest {min(report['ceiling_readings']):.1f})", "",
+    lines = [f"threads {report['threads']}, device {report['device']}, {report['rounds']} alternating rounds, "
+             f"{_ceiling(report)}", "",
              "| update | eager ms | of ceiling | compiled ms | of ceiling | compiled speed-up |", "|---|---|---|---|---|---|"]
     for name, u in report["updates"].items():
         lines.append(f"| {name} | {u['eager_ms']:.2f} | {100 * u['eager_fraction_of_ceiling']:.0f}% | "
@@ -232,9 +236,8 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
 def markdown(report: dict) -> str:
-    lines = [f"threads {report['threads']}, device {report['device']}, compile {report['compile']}, "
-             f"matmul ceiling {report['ceiling_gflops']:.1f} GFLOP/s (fp32 1024x1024; the highest of "
-             f"{len(report['ceiling_readings'])} readings, lowest {min(report['ceiling_readings']):.1f})", "",
+    lines = [f"threads {report['threads']}, device {report['device']}, compile {report['compile']}, {_ceiling(report)}",
+             "",
              "| what | per s (median) | min–max | GFLOP per call | GFLOP/s | of ceiling |", "|---|---|---|---|---|---|"]
     for name, u in report["updates"].items():
         lines.append(f"| {name} | {u['per_s']:.2f} | {u['per_s_min']:.2f}–{u['per_s_max']:.2f} | "

@@ -18,7 +18,7 @@ from common.checkpoint import load_module_state
 from common.algorithm import config_from_payload
 from common.config import BaseConfig, ConfigError
 from common.normalizer import ObsNormalizer
-from common.utils import compile_in_place, set_learning_rate
+from common.utils import compile_in_place, compiled, set_learning_rate
 
 ALGO = "adaptive_bc"
 WEIGHT_METRIC = "train/alpha"  # the BC weight α: plots draw it under the scores
@@ -95,8 +95,11 @@ class RedqBcAgent:
         self._online_params = [*self.actor.parameters(), *self.critic.parameters()]
         self._target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
 
-        if cfg.compile:
+        if cfg.compile:  # the networks, and the losses whole (their element-wise work fused)
             compile_in_place((self.actor, self.critic, self.actor_target, self.critic_target), self.device)
+            self.td_target = compiled(self.td_target, self.device)
+            self.critic_loss = compiled(self.critic_loss, self.device)
+            self.actor_loss = compiled(self.actor_loss, self.device)
         self.alpha = cfg.alpha_offline  # BC weight; the online controller changes it
         self.use_min_target = False  # online with target=min: min over all N target critics
         self.num_updates = 0

@@ -177,9 +177,10 @@ class SpotAgent:
         self.vae = VAE(obs_dim, act_dim, max_action, cfg.vae_hidden, cfg.vae_latent_dim).to(self.device)
         self.vae.requires_grad_(False)  # frozen in the policy stage: gradients flow to the action only
         self.actor_optimizer, self.critic_optimizer = self._make_optimizers()
-        if cfg.compile:  # the actor loss whole (actor, Q1 and the VAE's penalty: their element-wise work fused)
+        if cfg.compile:  # the losses whole (e.g. the actor, Q1 and the VAE's penalty: their element-wise work fused)
             compile_in_place((self.actor, self.critic, self.actor_target, self.critic_target, self.vae), self.device)
             self.actor_loss = compiled(self.actor_loss, self.device)
+            self.critic_loss = compiled(self.critic_loss, self.device)
         self.lambd = resolve_lambda(cfg.lambd, cfg.env, cfg.dataset)
         self.updates = 0
         self._diverged_at: torch.Tensor | None = None  # first update past q_divergence_limit (-1: none), on device
@@ -210,6 +211,20 @@ class SpotAgent:
             return self.vae.iwae_neg_log_prob(obs, actions, self.cfg.beta, self.cfg.num_samples)
         return self.vae.loss(obs, actions, self.cfg.beta, self.cfg.num_samples)
 
+    def critic_loss(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor,
+                    next_obs: torch.Tensor) -> torch.Tensor:
+        """Sum of the two critics' MSEs against TD3's target: the target actor (dropout on) with clipped noise, the min
+        of the two target critics."""
+        cfg, max_action = self.cfg, self.max_action
+        with torch.no_grad():
+            noise = (torch.randn_like(actions) * (cfg.target_noise * max_action)).clamp(
+                -cfg.noise_clip * max_action, cfg.noise_clip * max_action)
+            next_actions = (self.actor_target(next_obs) + noise).clamp(-max_action, max_action)
+            next_q = self.critic_target(next_obs, next_actions).min(0).values
+            target_q = rewards + cfg.gamma * (1.0 - terminals) * next_q
+        q = self.critic(obs, actions)  # (2, B)
+        return (q - target_q).pow(2).mean(1).sum()
+
     def actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, Q1(s, π(s)), D(s, π(s))) for normalized states; dropout follows the actor's mode."""
         pi = self.actor(obs)
@@ -222,17 +237,9 @@ class SpotAgent:
         """One critic step (and every policy_delay-th call an actor step + Polyak update); its metrics as detached
         0-dim tensors, so nothing here waits for the device."""
         self.updates += 1
-        cfg, max_action = self.cfg, self.max_action
+        cfg = self.cfg
         obs, next_obs = self.normalizer(batch.observations), self.normalizer(batch.next_observations)
-
-        with torch.no_grad():
-            noise = (torch.randn_like(batch.actions) * (cfg.target_noise * max_action)).clamp(
-                -cfg.noise_clip * max_action, cfg.noise_clip * max_action)
-            next_actions = (self.actor_target(next_obs) + noise).clamp(-max_action, max_action)
-            next_q = self.critic_target(next_obs, next_actions).min(0).values
-            target_q = batch.rewards + cfg.gamma * (1.0 - batch.terminals) * next_q
-        q = self.critic(obs, batch.actions)  # (2, B)
-        critic_loss = (q - target_q).pow(2).mean(1).sum()  # sum of the two critics' MSEs
+        critic_loss = self.critic_loss(obs, batch.actions, batch.rewards, batch.terminals, next_obs)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()

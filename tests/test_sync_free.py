@@ -136,18 +136,27 @@ def test_an_online_loop_reads_the_device_once_per_env_step(algo, monkeypatch, tm
 @pytest.mark.parametrize("algo", ["adaptive_bc", "spot"])
 def test_a_compiled_agent_learns_as_the_eager_one_and_shares_its_checkpoints(algo, tmp_path):
     """--compile true: the same losses and parameters as eager over a few updates (float32 tolerance; SPOT's dropout
-    draws from the same generator), the same state_dict keys, and its checkpoint acts identically in an eager agent."""
+    draws from the same generator), also after the loss weight changes (compiled losses must not keep the old one), the
+    same state_dict keys, and its checkpoint acts identically in an eager agent."""
     def make(compile_):
         torch.manual_seed(0)
         if algo == "adaptive_bc":
             return RedqBcAgent(5, 2, 1.0, BcConfig(num_critics=4, hidden_dim=32, compile=compile_))
         return SpotAgent(5, 2, 1.0, SpotConfig(lambd=0.1, hidden_dim=32, vae_hidden=32, compile=compile_))
 
+    def run(agent):
+        metrics = []
+        for i in range(6):
+            if i == 3:  # the online loops change the BC weight α / the penalty weight λ between updates
+                setattr(agent, "alpha" if algo == "adaptive_bc" else "lambd", 0.02)
+            metrics.append(agent.update(batch(seed=i)))
+        return metrics
+
     runs = {}
     for compile_ in (False, True):  # each from the same seed: the updates draw noise from the global generator
         agent = make(compile_)
         torch.manual_seed(1)
-        runs[compile_] = agent, [agent.update(batch(seed=i)) for i in range(4)]
+        runs[compile_] = agent, run(agent)
     (eager, eager_metrics), (compiled, compiled_metrics) = runs[False], runs[True]
     for i, (m_eager, m_compiled) in enumerate(zip(eager_metrics, compiled_metrics)):
         assert m_eager.keys() == m_compiled.keys()

@@ -53,7 +53,7 @@ class BaseConfig:
     wandb_project: str = "offline-to-online"  # wandb project of the run
     wandb_group: str | None = None  # a study name: wandb groups runs by (it, variant, dataset)
     video: bool = False  # render one deterministic episode to <run_dir>/video.mp4 when the run ends
-    compile: bool = False  # torch.compile the networks (CUDA: with CUDA graphs); off by default: 1.07-1.14x eager on our CPU, 10-30 s of compiling per start
+    compile: bool = False  # torch.compile the updates: networks and losses (CUDA: with CUDA graphs); off by default: 1.07-1.14x eager on our CPU, 10-30 s of compiling per start
 
     _choices = {
         "device": ("auto", "cpu", "cuda"),

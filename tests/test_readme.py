@@ -83,3 +83,63 @@ def test_aggregate_view_matches_the_committed_runs():
     runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
     table = quality.aggregate_markdown(quality.aggregate_view(runs))
     assert table in (REPO / "RESULTS.md").read_text(), f"RESULTS.md's aggregate table is stale; it should read:\n{table}"
+
+
+def _study_runs():
+    from benchmarks import quality
+    from tools.plots import load_labeled_trials
+
+    trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
+    runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
+    return runs
+
+
+FALL = 30.0  # "falls by 30+ points": dip − offline or lowest − offline at or below −30
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
+
+
+def _check_fall_counts(name: str, reading: str, naive_pattern: str, regularised_pattern: str) -> None:
+    from common.layout import dataset_label
+
+    reading = re.sub(r"\s+", " ", reading)
+    runs = _study_runs()
+    by_key = {(r.algo, dataset_label(r.dataset), r.seed): r for r in runs}
+
+    naive = re.search(naive_pattern, reading)
+    assert naive, f"{name}'s reading no longer names the datasets where naive fine-tuning collapses, with counts"
+    sets = [f"{s.strip()}-gen" for s in re.split(r",| and ", naive["sets"]) if s.strip()]
+    assert NUMBER_WORDS[len(sets)] == naive["word"], f"{name} says {naive['word']} datasets and names {len(sets)}"
+    twins = [r for r in runs if r.algo.endswith("_naive") and dataset_label(r.dataset) in sets
+             and r.dip_drop is not None]
+    fallen = [r for r in twins if r.dip_drop <= -FALL]
+    assert (int(naive["k"]), int(naive["n"])) == (len(fallen), len(twins)), \
+        f"{name} says {naive['k']} of {naive['n']} naive runs fall 30+; the runs: {len(fallen)} of {len(twins)}"
+    for r in fallen:  # "both regularisers cut that fall"
+        method = by_key[(r.algo.removesuffix("_naive"), dataset_label(r.dataset), r.seed)]
+        assert method.dip_drop > r.dip_drop, (f"{method.algo} {dataset_label(r.dataset)} seed {r.seed} falls "
+                                              f"{method.dip_drop:.1f}, not less than its twin's {r.dip_drop:.1f}")
+
+    regularised = re.search(regularised_pattern, reading)
+    assert regularised, f"{name}'s reading no longer counts the regularised runs that fall 30+ points"
+    methods = [r for r in runs if r.algo in ("adaptive_bc", "spot") and r.low_drop is not None]
+    low = [r for r in methods if r.low_drop <= -FALL]
+    assert (int(regularised[1]), int(regularised[2])) == (len(low), len(methods)), \
+        (f"{name} says {regularised[1]} of {regularised[2]} regularised runs fall 30+; "
+         f"the runs: {len(low)} of {len(methods)}")
+
+
+def test_the_readings_count_the_falls_the_committed_runs_show():
+    """The counts the README's and RESULTS.md's readings quote (N of M naive runs on the named datasets fall by 30+
+    points within 4k steps, and the regularised run of the same seed falls less each time; N of M regularised runs
+    fall 30+ points at some point) are what the committed runs give: dip − offline (the lowest evaluation in the
+    first 20% of the online budget) and lowest − offline."""
+    readme = (REPO / "README.md").read_text().split("**The answer so far**", 1)[1].split("\n## ", 1)[0]
+    _check_fall_counts("README", readme,
+                       r"collapses early on (?P<word>\w+) of the six datasets \((?P<sets>[^:]+): (?P<k>\d+) of "
+                       r"(?P<n>\d+) naive runs there fall by 30\+ points within 4k steps\)",
+                       r"(\d+) of (\d+) regularised runs fall 30\+ points")
+    results = (REPO / "RESULTS.md").read_text().split("**In short, so far**", 1)[1].split("\n## ", 1)[0]
+    _check_fall_counts("RESULTS.md", results,
+                       r"collapses early on (?P<word>\w+) of the six sets: (?P<k>\d+) of the (?P<n>\d+) naive runs "
+                       r"on (?P<sets>[^.]+?) fall by 30 points or more in their first 4k steps",
+                       r"(\d+) of the (\d+) regularised runs fall by 30 points or more")

@@ -74,24 +74,22 @@ def test_truncated_study_table_matches_the_committed_runs():
     assert table in front, f"README's results table is stale; it should read:\n{table}"
 
 
-def test_aggregate_view_matches_the_committed_runs():
-    """RESULTS.md's across-datasets table is `python -m benchmarks.quality benchmarks/results/truncated --aggregate`."""
-    from benchmarks import quality
-    from tools.plots import load_labeled_trials
-
-    trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
-    runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
-    table = quality.aggregate_markdown(quality.aggregate_view(runs))
-    assert table in (REPO / "RESULTS.md").read_text(), f"RESULTS.md's aggregate table is stale; it should read:\n{table}"
-
-
 def _study_runs():
+    """The committed study's runs, one summary per (variant, dataset, seed), as the tables are built from them."""
     from benchmarks import quality
     from tools.plots import load_labeled_trials
 
     trials, _ = load_labeled_trials([str(REPO / "benchmarks" / "results" / "truncated")], False)
     runs, _ = quality.summary_runs([quality.run_quality(t) for t in trials])
     return runs
+
+
+def test_aggregate_view_matches_the_committed_runs():
+    """RESULTS.md's across-datasets table is `python -m benchmarks.quality benchmarks/results/truncated --aggregate`."""
+    from benchmarks import quality
+
+    table = quality.aggregate_markdown(quality.aggregate_view(_study_runs()))
+    assert table in (REPO / "RESULTS.md").read_text(), f"RESULTS.md's aggregate table is stale; it should read:\n{table}"
 
 
 FALL = 30.0  # "falls by 30+ points": dip − offline or lowest − offline at or below −30

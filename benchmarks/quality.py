@@ -221,12 +221,17 @@ def study_matrices(runs: list[RunQuality], attr: str, variants: tuple[str, ...]
 def aggregate_view(runs: list[RunQuality], reps: int = AGGREGATE_REPS, seed: int = 0) -> dict:
     """rliable's probability of improvement of each method over its naive twin (its dip − offline higher, i.e. a
     smaller fall; its online final higher) and the IQM of the normalized area under the online curve per variant,
-    each with a 95% stratified-bootstrap interval (seeds resampled within each dataset)."""
+    each with a 95% stratified-bootstrap interval (seeds resampled within each dataset). Each interval's bootstrap
+    starts from np.random.seed(seed), so it depends on its own runs only: runs landing for one method move no
+    interval of the other; numpy's global RNG is restored afterwards."""
     from rliable import library as rly
     from rliable import metrics
 
-    saved = np.random.get_state()  # rliable's bootstrap draws from numpy's global RNG
-    np.random.seed(seed)
+    def estimate(scores: dict, func) -> tuple[dict, dict]:
+        np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
+        return rly.get_interval_estimates(scores, func, reps=reps)
+
+    saved = np.random.get_state()
     try:
         out: dict = {"probability_of_improvement": {}, "iqm_area": {}}
         for method, twin in TWINS:
@@ -234,17 +239,15 @@ def aggregate_view(runs: list[RunQuality], reps: int = AGGREGATE_REPS, seed: int
                 matrices, tasks, n = study_matrices(runs, attr, (method, twin))
                 if not tasks:
                     continue
-                pair = {f"{method}>{twin}": [matrices[method] / 100, matrices[twin] / 100]}
-                point, ci = rly.get_interval_estimates(
-                    pair, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps)
                 key = f"{method}>{twin}"
+                point, ci = estimate({key: [matrices[method] / 100, matrices[twin] / 100]},
+                                     lambda x, y: np.array([metrics.probability_of_improvement(x, y)]))
                 out["probability_of_improvement"][f"{method} {what}"] = {
                     "p": float(point[key][0]), "ci": [float(ci[key][0, 0]), float(ci[key][1, 0])],
                     "tasks": tasks, "seeds": n}
             matrices, tasks, n = study_matrices(runs, "online_area", (method, twin))
             for variant, matrix in matrices.items():
-                point, ci = rly.get_interval_estimates({variant: matrix / 100},
-                                                       lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+                point, ci = estimate({variant: matrix / 100}, lambda x: np.array([metrics.aggregate_iqm(x)]))
                 out["iqm_area"][variant] = {"iqm": float(point[variant][0]) * 100,
                                             "ci": [float(ci[variant][0, 0]) * 100, float(ci[variant][1, 0]) * 100],
                                             "tasks": tasks, "seeds": n}

@@ -265,3 +265,28 @@ def test_aggregate_view_by_hand():
     assert "spot dip" not in view["probability_of_improvement"]  # no SPOT runs: no row
     text = quality.aggregate_markdown(view)
     assert "| adaptive_bc vs its naive twin: smaller fall in the first 4k steps (dip − offline) | 0.75 [" in text
+
+
+def test_aggregate_intervals_depend_on_their_own_runs_only():
+    """Each interval of the aggregate view draws its own bootstrap: when adaptive_bc's runs on a new dataset land,
+    SPOT's numbers stay as they were to the last digit, and numpy's global RNG is left untouched."""
+    spot = []
+    for seed in range(3):
+        for dataset in ("A", "B"):
+            spot += [_run("spot", dataset, seed, -seed - 1, 60 + seed, 40 + 7 * seed),
+                     _run("spot_naive", dataset, seed, -30 + seed, 55 + 3 * seed, 20 + 11 * seed)]
+    adaptive = [_run(a, d, s, -s - 2, 50 + s, 30 + 5 * s) for a in ("adaptive_bc", "adaptive_bc_naive")
+                for d in ("A", "B") for s in range(3)]
+    more = [_run(a, "C", s, -4 * s, 70 - s, 60 - 9 * s) for a in ("adaptive_bc", "adaptive_bc_naive") for s in range(3)]
+    np.random.seed(123)
+    expected_draw = np.random.random_sample()
+    np.random.seed(123)
+    before = quality.aggregate_view(spot + adaptive, reps=200)
+    assert np.random.random_sample() == expected_draw  # the global RNG did not move
+    after = quality.aggregate_view(spot + adaptive + more, reps=200)
+    assert after["probability_of_improvement"]["adaptive_bc dip"]["tasks"] == ["A", "B", "C"]
+    for key in ("spot dip", "spot final"):
+        assert after["probability_of_improvement"][key] == before["probability_of_improvement"][key]
+    for variant in ("spot", "spot_naive"):
+        assert after["iqm_area"][variant] == before["iqm_area"][variant]
+    assert after["iqm_area"]["adaptive_bc"] != before["iqm_area"]["adaptive_bc"]

@@ -267,6 +267,26 @@ def test_aggregate_view_by_hand():
     assert "| adaptive_bc vs its naive twin: smaller fall in the first 4k steps (dip − offline) | 0.75 [" in text
 
 
+def test_aggregate_keeps_every_dataset_when_two_get_more_seeds():
+    """Seeds 3–4 landing on two of five 3-seed datasets leave the view at 3 seeds × 5 datasets (15 runs each), not
+    5 seeds × those two (10); a seed the twin lacks (F: seeds 0, 1 and 3 against 0–2) counts only where both have it,
+    so F joins with too few common seeds for n = 3 and is left out. A dataset's first common seeds are used, so the
+    matrix holds seeds 0–2 of D and E, not 2–4."""
+    runs = []
+    for dataset, seeds in (("A", 3), ("B", 3), ("C", 3), ("D", 5), ("E", 5)):
+        for s in range(seeds):
+            runs += [_run("adaptive_bc", dataset, s, -s, 60, 10 * s + ord(dataset)),
+                     _run("adaptive_bc_naive", dataset, s, -30, 60, 1)]
+    runs += [_run("adaptive_bc", "F", s, 0, 60, 1) for s in (0, 1, 3)]
+    runs += [_run("adaptive_bc_naive", "F", s, 0, 60, 1) for s in (0, 1, 2)]
+    matrices, tasks, n = quality.study_matrices(runs, "online_area", ("adaptive_bc", "adaptive_bc_naive"))
+    assert (tasks, n) == (["A", "B", "C", "D", "E"], 3)
+    np.testing.assert_array_equal(matrices["adaptive_bc"][:, 3], [ord("D"), 10 + ord("D"), 20 + ord("D")])
+    assert matrices["adaptive_bc_naive"].shape == (3, 5)
+    only_two = [r for r in runs if r.dataset in "DE"] + [r for r in runs if r.dataset == "A" and r.seed == 0]
+    assert quality.study_matrices(only_two, "online_area", ("adaptive_bc", "adaptive_bc_naive"))[1:] == (["D", "E"], 5)
+
+
 def test_aggregate_intervals_depend_on_their_own_runs_only():
     """Each interval of the aggregate view draws its own bootstrap: when adaptive_bc's runs on a new dataset land,
     SPOT's numbers stay as they were to the last digit, and numpy's global RNG is left untouched."""

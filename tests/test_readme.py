@@ -141,3 +141,35 @@ def test_the_readings_count_the_falls_the_committed_runs_show():
                        r"collapses early on (?P<word>\w+) of the six sets: (?P<k>\d+) of the (?P<n>\d+) naive runs "
                        r"on (?P<sets>[^.]+?) fall by 30 points or more in their first 4k steps",
                        r"(\d+) of the (\d+) regularised runs fall by 30 points or more")
+
+
+def test_the_offline_start_count_is_what_the_committed_runs_show():
+    """RESULTS.md's "N of the M [offline policies fine-tuned] so far end below 80 % of their data's score, K of those
+    after being above it earlier" counts the committed offline runs that a fine-tuning run starts from, against the
+    data scores of data/DATASETS.md."""
+    import json
+
+    rows = re.findall(r"^\| (\S+)\.hdf5 \| [^|]+\| [^|]+\| ([\d.]+) ±", (REPO / "data" / "DATASETS.md").read_text(),
+                      flags=re.M)
+    data_score = {name: float(score) for name, score in rows}
+    assert len(data_score) >= 7, \
+        f"data/DATASETS.md's table lists {len(data_score)} datasets; the pattern no longer matches"
+    started = below = above_before = 0
+    for algo in ("adaptive_bc", "spot"):
+        runs = REPO / "benchmarks" / "results" / "truncated" / algo
+        for metrics in sorted(runs.glob("*/seed*/offline/metrics.jsonl")):
+            if not (metrics.parent.parent / "online" / "metrics.jsonl").is_file():
+                continue  # nothing was fine-tuned from it (SPOT's diverged walker2d-medium)
+            scores = [r["eval/normalized_score"] for r in map(json.loads, metrics.read_text().splitlines())
+                      if "eval/normalized_score" in r]
+            target = 0.8 * data_score[metrics.parent.parent.parent.name]
+            started += 1
+            if scores[-1] < target:
+                below += 1
+                above_before += max(scores[:-1], default=scores[-1]) >= target
+    reading = re.sub(r"\s+", " ", (REPO / "RESULTS.md").read_text())
+    said = re.search(r"(\d+) of the (\d+) so far end below 80 % of their data's score, (\d+) of those after being "
+                     r"above it earlier", reading)
+    assert said, "RESULTS.md no longer counts the offline policies that end below 80 % of their data's score"
+    assert tuple(map(int, said.groups())) == (below, started, above_before), \
+        f"RESULTS.md says {said.groups()}; the committed runs: {below} of {started}, {above_before} above it earlier"

@@ -131,12 +131,12 @@ def test_the_readings_count_the_falls_the_committed_runs_show():
     points within 4k steps, and the regularised run of the same seed falls less each time; N of M regularised runs
     fall 30+ points at some point) are what the committed runs give: dip − offline (the lowest evaluation in the
     first 20% of the online budget) and lowest − offline."""
-    readme = (REPO / "README.md").read_text().split("**The answer so far**", 1)[1].split("\n## ", 1)[0]
+    readme = (REPO / "README.md").read_text().split("**The answer**", 1)[1].split("\n## ", 1)[0]
     _check_fall_counts("README", readme,
                        r"collapses early on (?P<word>\w+) of the six datasets \((?P<sets>[^:]+): (?P<k>\d+) of "
                        r"(?P<n>\d+) naive runs there fall by 30\+ points within 4k steps\)",
                        r"(\d+) of (\d+) regularised runs fall 30\+ points")
-    results = (REPO / "RESULTS.md").read_text().split("**In short, so far**", 1)[1].split("\n## ", 1)[0]
+    results = (REPO / "RESULTS.md").read_text().split("**In short**", 1)[1].split("\n## ", 1)[0]
     _check_fall_counts("RESULTS.md", results,
                        r"collapses early on (?P<word>\w+) of the six sets: (?P<k>\d+) of the (?P<n>\d+) naive runs "
                        r"on (?P<sets>[^.]+?) fall by 30 points or more in their first 4k steps",

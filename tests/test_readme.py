@@ -144,7 +144,7 @@ def test_the_readings_count_the_falls_the_committed_runs_show():
 
 
 def test_the_offline_start_count_is_what_the_committed_runs_show():
-    """RESULTS.md's "N of the M [offline policies fine-tuned] so far end below 80 % of their data's score, K of those
+    """RESULTS.md's "N of the M [offline policies fine-tuned] end below 80 % of their data's score, K of those
     after being above it earlier" counts the committed offline runs that a fine-tuning run starts from, against the
     data scores of data/DATASETS.md."""
     import json
@@ -168,7 +168,7 @@ def test_the_offline_start_count_is_what_the_committed_runs_show():
                 below += 1
                 above_before += max(scores[:-1], default=scores[-1]) >= target
     reading = re.sub(r"\s+", " ", (REPO / "RESULTS.md").read_text())
-    said = re.search(r"(\d+) of the (\d+) so far end below 80 % of their data's score, (\d+) of those after being "
+    said = re.search(r"(\d+) of the (\d+) end below 80 % of their data's score, (\d+) of those after being "
                      r"above it earlier", reading)
     assert said, "RESULTS.md no longer counts the offline policies that end below 80 % of their data's score"
     assert tuple(map(int, said.groups())) == (below, started, above_before), \
